@@ -37,9 +37,11 @@ def load_sample_image():
     The cutout comes from one of the Astro U-net paper's validation fields
     (HLA ``hst_11360_e1``, star field with nebular emission), 256x256 pixels
     of 0.04 arcsec, in electron/s with its celestial WCS.  The HLA crop has no
-    ``EXPTIME``; the header's value (1790 s) is an estimate from the sky noise
-    (background median divided by the variance of neighbouring-pixel
-    differences) and is marked as such in its comment.
+    ``EXPTIME``; the header's value (802 s) is an estimate from the
+    background noise of the full field, corrected for the noise correlation
+    that drizzling introduces (`astro_unet.training.estimate_gain_from_noise`;
+    the value and method are recorded in ``astro_unet/training/exposures.ecsv``),
+    and is marked as such in its comment.
 
     Returns
     -------
@@ -53,6 +55,6 @@ def load_sample_image():
     >>> ccd.shape, ccd.unit, ccd.wcs.has_celestial
     ((256, 256), Unit("electron / s"), True)
     >>> ccd.meta["EXPTIME"]
-    1790.0
+    802.0
     """
     return CCDData.read(sample_image_path())
