@@ -35,9 +35,23 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _isolated_astropy_cache(tmp_path_factory, monkeypatch):
-    """Never let a test read or write the user's astropy download cache."""
+    """
+    Never let a test read or write the user's download caches.
+
+    ``set_temp_cache`` only redirects astropy's own cache; the package's
+    weights live under ``pkgname="astro_unet"``, redirected with
+    ``temporary_cache_dir_path`` (astropy >= 8) or, before that, through
+    ``XDG_CACHE_HOME``.
+    """
     from astropy.config import paths
 
     cache = tmp_path_factory.mktemp("astropy_cache")
     with paths.set_temp_cache(cache):
-        yield
+        if hasattr(paths, "temporary_cache_dir_path"):
+            with paths.temporary_cache_dir_path(cache, namespace="astro_unet", delete=False):
+                yield
+        else:  # pragma: no cover - astropy < 8
+            xdg = tmp_path_factory.mktemp("xdg_cache")
+            (xdg / "astro_unet").mkdir()
+            monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+            yield

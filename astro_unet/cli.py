@@ -1,0 +1,716 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The ``astro-unet`` command.
+
+Subcommands::
+
+    astro-unet denoise IN.fits [-o OUT.fits] --ratio R [--model NAME_OR_PATH] ...
+    astro-unet simulate IN.fits -o OUT.fits --ratio R [--seed N] [--detector NAME] ...
+    astro-unet compare REF.fits TEST.fits [--input IN.fits] [--table OUT.ecsv] ...
+    astro-unet models [--list] [--download NAME] [--verify NAME]
+    astro-unet --version
+
+Output files (``denoise``, ``simulate``) keep the structure of the input
+file: every HDU is copied unchanged except
+
+* the processed image HDU (``--hdu``; default: the first HDU with image
+  data), whose data are replaced (float32, or float64 when the input was
+  float64) and whose header is the input header plus the keywords and
+  ``HISTORY`` lines the processing step added (``BSCALE``/``BZERO``/
+  ``BLANK``/``CHECKSUM``/``DATASUM`` are removed, ``BUNIT`` is set when the
+  unit was given with ``--unit``);
+* the ``UNCERT`` and ``MASK`` extensions, the `~astropy.nddata.CCDData`
+  convention read back by ``CCDData.read``: replaced by the result's
+  uncertainty/mask when the input had them, appended when the result has
+  an uncertainty (or a mask with a set pixel) and the input had none, and
+  dropped when the result has none (they would describe the input, not the
+  output).  Other error or data-quality extensions (e.g. HST ``ERR``/``DQ``)
+  are copied unchanged and still describe the input.
+
+When the processed image is an extension, primary-header keywords that the
+extension does not have (``EXPTIME``, ``GAIN``, ...) are visible to the
+processing step, as with ``CCDData.read`` of a file without primary data;
+changed values are written to the extension header only.
+
+Exit status: 0 on success, 1 when the command fails (the reason is printed
+as one ``astro-unet: error: ...`` line; ``--debug`` adds the traceback) and
+2 for command-line usage errors.
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+import astropy.units as u
+from astropy.io import fits
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+PROG = "astro-unet"
+
+#: Header keywords of the processed HDU that no longer apply to new float data.
+_STALE_KEYWORDS = ("BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM")
+#: Primary-header keywords never merged into an extension's metadata.
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "NEXTEND", "GROUPS", "PCOUNT",
+               "GCOUNT", "XTENSION", "EXTNAME", "EXTVER", "BSCALE", "BZERO", "BLANK",
+               "CHECKSUM", "DATASUM", "COMMENT", "HISTORY", ""}
+
+
+class CommandError(Exception):
+    """A problem with the command's inputs, reported as one line."""
+
+
+# --------------------------------------------------------------------------
+# argument types
+
+
+def _hdu_arg(text):
+    """``--hdu`` value: an index (``1``), a name (``SCI``) or ``NAME,VER`` (``SCI,2``)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("empty HDU")
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if "," in text:
+        name, _, ver = text.partition(",")
+        if not ver.strip().isdigit() or not name.strip():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an HDU: give an index, a name or NAME,VERSION (e.g. SCI,2)"
+            )
+        return (name.strip().upper(), int(ver))
+    return text.upper()
+
+
+def _unit_arg(text):
+    try:
+        return u.Unit(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"unknown unit {text!r} ({err})") from None
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _number_or_quantity(text):
+    """A plain number, or a quantity string such as ``'7 electron / h'``."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return u.Quantity(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor a quantity like '7 electron/h'"
+        ) from None
+
+
+def _sky_arg(text):
+    if text.strip().lower() == "header":
+        return "header"
+    return _number_or_quantity(text)
+
+
+# --------------------------------------------------------------------------
+# FITS in and out
+
+
+def _describe_hdu(hdul, index):
+    name = hdul[index].name
+    return f"HDU {index}" + (f" ({name})" if name and name != "PRIMARY" else "")
+
+
+def _is_image(hdu):
+    return getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) >= 1 and not \
+        isinstance(hdu, (fits.GroupsHDU,))
+
+
+def _resolve_hdu(hdul, hdu, path):
+    """Index of the image HDU to process: ``hdu`` or the first HDU with image data."""
+    if hdu is None:
+        for index, item in enumerate(hdul):
+            if _is_image(item):
+                return index
+        raise CommandError(f"{path} has no image HDU.")
+    names = ", ".join(
+        f"{i}:{h.name}" + (f",{h.ver}" if h.ver != 1 else "") for i, h in enumerate(hdul)
+    )
+    if isinstance(hdu, int):
+        if not 0 <= hdu < len(hdul):
+            raise CommandError(f"{path} has no HDU {hdu}; its HDUs are {names}.")
+        index = hdu
+    else:
+        try:
+            index = hdul.index_of(hdu)
+        except (KeyError, IndexError):
+            shown = ",".join(str(p) for p in hdu) if isinstance(hdu, tuple) else hdu
+            raise CommandError(f"{path} has no HDU {shown}; its HDUs are {names}.") from None
+    if not _is_image(hdul[index]):
+        raise CommandError(
+            f"{_describe_hdu(hdul, index)} of {path} is not an image with data; "
+            f"its HDUs are {names}."
+        )
+    return index
+
+
+def _read_ccd(path, hdu=None, unit=None):
+    """Read one image HDU as CCDData: ``(ccd, index)``."""
+    from astropy.nddata import CCDData
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CommandError(f"{path}: no such file.")
+    with fits.open(path) as hdul:
+        index = _resolve_hdu(hdul, hdu, path)
+        header = hdul[index].header
+        primary = hdul[0].header
+        if unit is None and "BUNIT" not in header and "BUNIT" not in primary:
+            raise CommandError(
+                f"{path} ({_describe_hdu(hdul, index)}) has no BUNIT keyword: pass the "
+                "image unit with --unit, e.g. --unit electron/s, or --unit adu with --gain."
+            )
+        if unit is None and "BUNIT" not in header:
+            unit = primary["BUNIT"]
+        primary = primary.copy() if index != 0 else None
+    ccd = CCDData.read(path, hdu=index, unit=unit)
+    if primary is not None:
+        for card in primary.cards:
+            if card.keyword not in _STRUCTURAL and card.keyword not in ccd.meta:
+                ccd.meta[card.keyword] = (card.value, card.comment)
+    return ccd, index
+
+
+def _check_output(path, overwrite):
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise CommandError(f"{path} exists: pass --overwrite to replace it.")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"cannot write {path}: directory {directory} does not exist.")
+
+
+def _default_output(path, suffix):
+    head, tail = os.path.split(os.fspath(path))
+    lower = tail.lower()
+    for ext in (".fits", ".fit", ".fts"):
+        for comp in ("", ".gz", ".bz2", ".fz"):
+            if lower.endswith(ext + comp):
+                stem = tail[: len(tail) - len(ext + comp)]
+                return os.path.join(head, f"{stem}{suffix}{tail[len(stem):]}")
+    return os.path.join(head, f"{tail}{suffix}.fits")
+
+
+def _as_header(meta):
+    from ._validation import header_of
+
+    return header_of(meta)
+
+
+def _apply_meta_changes(header, before, after):
+    """Write into ``header`` the keywords and HISTORY that ``after`` adds to ``before``."""
+    before = _as_header(before)
+    after = _as_header(after)
+    for card in after.cards:
+        key = card.keyword
+        if key in ("HISTORY", "COMMENT", "") or key in _STALE_KEYWORDS:
+            continue
+        if key not in before or before[key] != card.value:
+            header[key] = (card.value, _fitting_comment(key, card.value, card.comment))
+    n_before = len(before["HISTORY"]) if "HISTORY" in before else 0
+    if "HISTORY" in after:
+        for line in list(after["HISTORY"])[n_before:]:
+            header.add_history(str(line))
+
+
+def _fitting_comment(key, value, comment):
+    """``comment`` shortened so that the card fits in 80 characters (no VerifyWarning)."""
+    if not comment:
+        return comment
+    bare = fits.Card(key, value).image.rstrip()
+    if len(bare) > 80:  # a long string continued over several cards
+        return comment
+    room = 80 - len(bare) - 3  # " / "
+    return comment[:room] if room > 0 else ""
+
+
+def _units_equal(text, unit):
+    try:
+        return u.Unit(text) == unit
+    except (ValueError, TypeError):
+        return False
+
+
+def _find_extension(hdul, name):
+    for index, item in enumerate(hdul):
+        if item.name == name:
+            return index
+    return None
+
+
+def _write_like(in_path, index, before, after, out_path, *, overwrite, unit_given):
+    """
+    Write ``after`` to ``out_path`` with the HDU structure of ``in_path``.
+
+    See the module docstring for what is kept and what is replaced.
+    """
+    with fits.open(in_path) as hdul:
+        original = hdul[index]
+        dtype = np.float64 if original.header.get("BITPIX") == -64 else np.float32
+        header = original.header.copy()
+        for key in _STALE_KEYWORDS:
+            header.remove(key, ignore_missing=True, remove_all=True)
+        _apply_meta_changes(header, before.meta, after.meta)
+        if after.unit is not None:
+            unit = u.Unit(after.unit)
+            if unit_given or "BUNIT" not in header or not _units_equal(header["BUNIT"], unit):
+                header["BUNIT"] = unit.to_string()
+        data = np.asarray(after.data, dtype=dtype)
+        if index == 0:
+            new = fits.PrimaryHDU(data=data, header=header)
+        elif isinstance(original, fits.CompImageHDU):
+            new = fits.CompImageHDU(data=data, header=header,
+                                    compression_type=original.compression_type)
+        else:
+            new = fits.ImageHDU(data=data, header=header)
+
+        unc_index = _find_extension(hdul, "UNCERT")
+        mask_index = _find_extension(hdul, "MASK")
+        out = []
+        for i, item in enumerate(hdul):
+            if i == index:
+                out.append(new)
+            elif i == unc_index:
+                if after.uncertainty is not None:
+                    out.append(_uncertainty_hdu(after, before, item))
+            elif i == mask_index:
+                if after.mask is not None:
+                    out.append(_mask_hdu(after, before, item))
+            else:
+                out.append(item)
+        if unc_index is None and after.uncertainty is not None:
+            out.append(_uncertainty_hdu(after, before, None))
+        if mask_index is None and after.mask is not None and np.any(after.mask):
+            out.append(_mask_hdu(after, before, None))
+
+        out_path = os.fspath(out_path)
+        directory = os.path.dirname(os.path.abspath(out_path))
+        # same ending as the output, so that .gz/.bz2 outputs are compressed
+        fd, tmp = tempfile.mkstemp(prefix=".astro-unet-",
+                                   suffix="-" + os.path.basename(out_path), dir=directory)
+        os.close(fd)
+        try:
+            fits.HDUList(out).writeto(tmp, overwrite=True, output_verify="fix")
+            if os.path.exists(out_path) and not overwrite:
+                raise CommandError(f"{out_path} exists: pass --overwrite to replace it.")
+            os.replace(tmp, out_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _uncertainty_hdu(after, before, existing):
+    unc = after.uncertainty
+    old = before.uncertainty
+    if (existing is not None and old is not None and type(old) is type(unc)
+            and np.array_equal(np.asarray(old.array), np.asarray(unc.array), equal_nan=True)):
+        return existing
+    header = existing.header.copy() if existing is not None else fits.Header()
+    for key in _STALE_KEYWORDS:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    header["UTYPE"] = type(unc).__name__
+    return fits.ImageHDU(np.asarray(unc.array, dtype=np.float32), header=header, name="UNCERT")
+
+
+def _mask_hdu(after, before, existing):
+    mask = np.asarray(after.mask, dtype=bool)
+    if (existing is not None and before.mask is not None
+            and np.array_equal(np.asarray(before.mask, dtype=bool), mask)):
+        return existing
+    header = existing.header.copy() if existing is not None else fits.Header()
+    for key in _STALE_KEYWORDS:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    return fits.ImageHDU(mask.astype(np.uint8), header=header, name="MASK")
+
+
+# --------------------------------------------------------------------------
+# subcommands
+
+
+def _add_io_options(parser, *, unit=True):
+    parser.add_argument("--hdu", type=_hdu_arg, default=None, metavar="HDU",
+                        help="image HDU: index, name or NAME,VER (e.g. SCI,1); "
+                             "default: the first HDU with image data")
+    if unit:
+        parser.add_argument("--unit", type=_unit_arg, default=None,
+                            help="image unit when BUNIT is missing or wrong "
+                                 "(electron, electron/s, adu, adu/s)")
+
+
+def add_denoise_command(subparsers):
+    """Register ``astro-unet denoise``."""
+    p = subparsers.add_parser(
+        "denoise", help="denoise an image with an Astro U-net model",
+        description="Make a short exposure look like one RATIO times longer "
+                    "(astro_unet.denoise_ccd). The output keeps every other HDU of "
+                    "the input file.")
+    p.add_argument("input", metavar="IN.fits", help="input FITS file")
+    p.add_argument("-o", "--output", metavar="OUT.fits", default=None,
+                   help="output file (default: IN_denoised.fits next to the input)")
+    p.add_argument("--ratio", "-r", type=float, required=True,
+                   help="exposure-time ratio r > 1 (long / short)")
+    p.add_argument("--model", "-m", default="default", metavar="NAME_OR_PATH",
+                   help="registered model name or model file (default: %(default)s)")
+    p.add_argument("--device", default=None,
+                   help="torch device: auto, cpu, cuda, cuda:N (default: astro_unet.conf.device)")
+    p.add_argument("--tile-size", type=_positive_int, default=None, metavar="N",
+                   help="tile size in pixels (default: the model's)")
+    p.add_argument("--overlap", type=int, default=None, metavar="N",
+                   help="tile overlap in pixels (default: from the receptive field)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="tiles per forward pass")
+    p.add_argument("--mode", choices=("feather", "paper"), default=None,
+                   help="feather: overlapping tiles with feathered blending (default); "
+                        "paper: the paper's 256 px tiles moved by 32 px, averaged")
+    _add_io_options(p)
+    p.add_argument("--exptime", type=float, default=None, metavar="S",
+                   help="exposure time in seconds (default: EXPTIME keyword)")
+    p.add_argument("--gain", type=float, default=None, metavar="G",
+                   help="gain in electron/adu for adu images (default: GAIN keyword)")
+    p.add_argument("--read-noise", type=_number_or_quantity, default=None, metavar="E",
+                   help="read noise in electrons (default: the model's)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_run_denoise)
+    return p
+
+
+def _run_denoise(args):
+    output = args.output or _default_output(args.input, "_denoised")
+    _check_output(output, args.overwrite)
+    ccd, index = _read_ccd(args.input, args.hdu, args.unit)
+    from .denoise import denoise_ccd
+
+    kwargs = dict(ratio=args.ratio, model=args.model)
+    for key, value in (("device", args.device), ("tile_size", args.tile_size),
+                       ("overlap", args.overlap), ("batch_size", args.batch_size),
+                       ("exposure_time", args.exptime), ("gain", args.gain),
+                       ("read_noise", args.read_noise), ("mode", args.mode)):
+        if value is not None:
+            kwargs[key] = value
+    if args.progress:
+        kwargs["progress"] = True
+    result = denoise_ccd(ccd, **kwargs)
+    _write_like(args.input, index, ccd, result, output, overwrite=args.overwrite,
+                unit_given=args.unit is not None)
+    print(f"Wrote {output}")
+    return 0
+
+
+def add_simulate_command(subparsers):
+    """Register ``astro-unet simulate``."""
+    p = subparsers.add_parser(
+        "simulate", help="simulate a shorter exposure of an image",
+        description="Simulate an exposure RATIO times shorter with the paper's noise "
+                    "model (astro_unet.simulate_short_exposure).")
+    p.add_argument("input", metavar="IN.fits", help="input (long) exposure")
+    p.add_argument("-o", "--output", metavar="OUT.fits", required=True, help="output file")
+    p.add_argument("--ratio", "-r", type=float, required=True,
+                   help="exposure-time ratio r > 1 (long / short)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (reproducible output)")
+    p.add_argument("--detector", default=None,
+                   help="detector preset: wfc3_uvis, acs_wfc, generic "
+                        "(default: from INSTRUME/DETECTOR)")
+    p.add_argument("--read-noise", type=_number_or_quantity, default=None, metavar="E",
+                   help="read noise in electrons (or a quantity, e.g. '3.1 electron')")
+    p.add_argument("--dark-current", type=_number_or_quantity, default=None, metavar="D",
+                   help="dark current in electron/s (or a quantity, e.g. '7 electron/h')")
+    p.add_argument("--sky", type=_sky_arg, default=None,
+                   help="sky level subtracted from the image (image unit), or 'header' "
+                        "for MDRIZSKY")
+    p.add_argument("--exptime", type=float, default=None, metavar="S",
+                   help="exposure time in seconds (default: EXPTIME keyword)")
+    p.add_argument("--gain", type=float, default=None, metavar="G",
+                   help="gain in electron/adu for adu images")
+    _add_io_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_run_simulate)
+    return p
+
+
+def _run_simulate(args):
+    _check_output(args.output, args.overwrite)
+    ccd, index = _read_ccd(args.input, args.hdu, args.unit)
+    from .simulate import simulate_short_exposure
+
+    result = simulate_short_exposure(
+        ccd, args.ratio, exposure_time=args.exptime, read_noise=args.read_noise,
+        dark_current=args.dark_current, sky=args.sky, gain=args.gain,
+        detector=args.detector, seed=args.seed)
+    _write_like(args.input, index, ccd, result, args.output, overwrite=args.overwrite,
+                unit_given=args.unit is not None)
+    print(f"Wrote {args.output}")
+    return 0
+
+
+def add_compare_command(subparsers):
+    """Register ``astro-unet compare``."""
+    p = subparsers.add_parser(
+        "compare", help="photometric comparison of a test image with a reference",
+        description="Detect, measure and cross-match sources in REF and TEST "
+                    "(astro_unet.photometric_comparison) and print the summary.")
+    p.add_argument("reference", metavar="REF.fits", help="reference (e.g. long exposure)")
+    p.add_argument("test", metavar="TEST.fits", help="image to evaluate (e.g. denoised)")
+    p.add_argument("--input", metavar="IN.fits", default=None,
+                   help="the noisy input image (adds its photometry and the SNR gain)")
+    p.add_argument("--threshold", choices=("self", "reference"), default="self",
+                   help="detection threshold from each image's own rms (self, the paper) "
+                        "or from the reference's (default: %(default)s)")
+    p.add_argument("--detection-threshold", type=float, default=7.0, metavar="SIGMA",
+                   help="detection threshold in background rms (default: %(default)s)")
+    p.add_argument("--min-area", type=_positive_int, default=10, metavar="NPIX",
+                   help="minimum source area in pixels (default: %(default)s)")
+    p.add_argument("--aperture-radius", type=float, default=5.0, metavar="PIX",
+                   help="aperture radius in pixels (default: %(default)s)")
+    p.add_argument("--match-radius", type=float, default=2.0, metavar="PIX",
+                   help="cross-match radius in pixels (default: %(default)s)")
+    p.add_argument("--match", choices=("auto", "pixel", "sky"), default="auto",
+                   help="match on pixel or sky positions (default: %(default)s)")
+    p.add_argument("--exptime", type=float, default=None, metavar="S",
+                   help="exposure time in seconds for all images (default: EXPTIME)")
+    p.add_argument("--gain", type=float, default=None, metavar="G",
+                   help="gain in electron/adu for all images (default: GAIN)")
+    _add_io_options(p)
+    p.add_argument("--table", metavar="OUT.ecsv", default=None,
+                   help="write the matched source table (ECSV)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing table file")
+    p.set_defaults(func=_run_compare)
+    return p
+
+
+def _format_value(value):
+    if isinstance(value, u.Quantity) and value.isscalar:
+        return f"{_format_value(value.value)} {value.unit}".rstrip()
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else f"{float(value):.6g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _flatten(summary, prefix=""):
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _format_summary(summary):
+    """The summary dict as aligned ``key  value`` lines (nested dicts as ``a.b``)."""
+    items = list(_flatten(summary))
+    if not items:
+        return ""
+    width = max(len(key) for key, _ in items)
+    return "\n".join(f"{key:<{width}}  {_format_value(value)}" for key, value in items)
+
+
+def _run_compare(args):
+    from .photometry import photometric_comparison
+
+    if args.table is not None:
+        _check_output(args.table, args.overwrite)
+    reference, _ = _read_ccd(args.reference, args.hdu, args.unit)
+    test, _ = _read_ccd(args.test, args.hdu, args.unit)
+    inp = None
+    if args.input is not None:
+        inp, _ = _read_ccd(args.input, args.hdu, args.unit)
+    kwargs = {}
+    if args.exptime is not None:
+        kwargs["exposure_time"] = args.exptime
+    if args.gain is not None:
+        kwargs["gain"] = args.gain
+    table, summary = photometric_comparison(
+        reference, test, input=inp, detection_threshold=args.detection_threshold,
+        min_area=args.min_area, aperture_radius=args.aperture_radius,
+        match_radius=args.match_radius, threshold=args.threshold, match=args.match,
+        **kwargs)
+    print(_format_summary(summary))
+    if args.table is not None:
+        table.write(args.table, format="ascii.ecsv", overwrite=args.overwrite)
+        print(f"Wrote {args.table}")
+    return 0
+
+
+def add_models_command(subparsers):
+    """Register ``astro-unet models``."""
+    p = subparsers.add_parser(
+        "models", help="list, download or verify the registered models",
+        description="Registered models live in astropy's download cache (package "
+                    "astro_unet). Without options, list them.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--list", action="store_true", help="list the registered models (default)")
+    group.add_argument("--download", metavar="NAME", default=None,
+                       help="download NAME into the cache (even if astropy's "
+                            "allow_internet is off)")
+    group.add_argument("--verify", metavar="NAME", default=None,
+                       help="check the cached copy of NAME against its sha256")
+    p.set_defaults(func=_run_models)
+    return p
+
+
+def _cache_dir():
+    try:
+        from astropy.config.paths import get_cache_dir_path
+    except ImportError:  # pragma: no cover - astropy < 8
+        return None
+    from .weights import PKGNAME
+
+    return get_cache_dir_path(PKGNAME, ensure_exists=False) / "download"
+
+
+def _run_models(args):
+    from .weights import get_model_path, list_models, verify_model
+
+    if args.download is not None:
+        path = get_model_path(args.download, allow_internet=True)
+        print(f"{args.download}: {path}")
+        return 0
+    if args.verify is not None:
+        if verify_model(args.verify):
+            print(f"{args.verify}: OK (sha256 matches)")
+            return 0
+        print(f"{args.verify}: sha256 MISMATCH; the cached copy was removed, download it "
+              f"again with 'astro-unet models --download {args.verify}'")
+        return 1
+    table = list_models()
+    if len(table) == 0:
+        print("No models are registered yet: pass a model file with --model PATH "
+              "(astro_unet.load_model(path)).")
+    else:
+        for line in table.pformat(max_lines=-1, max_width=-1):
+            print(line)
+    cache = _cache_dir()
+    if cache is not None:
+        print(f"Cache: {cache}")
+    return 0
+
+
+#: Functions that add a subcommand: each takes the ``subparsers`` object of
+#: the main parser, adds its parser with ``set_defaults(func=handler)`` where
+#: ``handler(args) -> exit code``, and returns it.  Append to this list (e.g.
+#: the training subcommand) to extend the command.
+SUBCOMMANDS = [add_denoise_command, add_simulate_command, add_compare_command,
+               add_models_command]
+
+
+def build_parser():
+    """
+    The `argparse.ArgumentParser` of ``astro-unet`` with every subcommand of `SUBCOMMANDS`.
+
+    Returns
+    -------
+    parser : `argparse.ArgumentParser`
+
+    Examples
+    --------
+    >>> from astro_unet.cli import build_parser
+    >>> args = build_parser().parse_args(["denoise", "in.fits", "--ratio", "2", "--hdu", "SCI,1"])
+    >>> args.command, args.ratio, args.hdu, args.output
+    ('denoise', 2.0, ('SCI', 1), None)
+    """
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Denoise astronomical images with exposure-time-conditioned U-nets "
+                    "(Vojtekova et al. 2021).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when a command fails")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for add in SUBCOMMANDS:
+        sub = add(subparsers)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the full traceback when the command fails")
+    return parser
+
+
+def _error_message(err):
+    if isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err)
+    text = " ".join(text.split())
+    if not text:
+        text = type(err).__name__
+    return text
+
+
+#: Exceptions that are the user's to fix: reported without the exception type.
+_USER_ERRORS = (CommandError, ValueError, TypeError, OSError, KeyError, u.UnitsError)
+
+
+def main(argv=None):
+    """
+    Run ``astro-unet`` with the arguments ``argv`` (default: ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name.
+
+    Returns
+    -------
+    status : int
+        0 on success, 1 when the command failed (one ``astro-unet: error:``
+        line on stderr), 2 for a usage error.
+
+    Examples
+    --------
+    >>> from astro_unet.cli import main
+    >>> main(["models", "--verify", "no-such-model"])  # prints the reason on stderr
+    1
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
+        message = _error_message(err)
+        if not isinstance(err, _USER_ERRORS):
+            message = f"{type(err).__name__}: {message}"
+            if not args.debug:
+                message += " (rerun with --debug for the traceback)"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

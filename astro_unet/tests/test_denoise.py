@@ -1,0 +1,526 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of astro_unet.denoise.denoise_ccd with tiny networks."""
+
+import hashlib
+import math
+import subprocess
+import sys
+from copy import deepcopy
+
+import numpy as np
+import pytest
+import astropy.units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.wcs import WCS
+
+torch = pytest.importorskip("torch")
+
+from astro_unet import denoise_ccd  # noqa: E402
+from astro_unet import denoise as dn  # noqa: E402
+from astro_unet.model import AstroUNet, ModelFileError, save_model  # noqa: E402
+
+RATIO = 2.5
+EXPTIME = 120.0
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks run fastest (and steadily on a busy machine) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class IdentityNet(AstroUNet):
+    """Returns its input (after the usual input checks); records the conditioning."""
+
+    calls = []
+
+    def forward(self, x, cond=None):
+        cond = self._check_input(x, cond)
+        IdentityNet.calls.append(None if cond is None else cond.detach().cpu().clone())
+        return x.float().clone()
+
+
+def zero_head_net(**kw):
+    """A real residual U-net whose output layer is zero: the identity."""
+    torch.manual_seed(0)
+    net = AstroUNet(base_channels=4, depth=3, residual=True, **kw)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    return net
+
+
+def random_net(**kw):
+    torch.manual_seed(1)
+    return AstroUNet(base_channels=4, depth=3, residual=True, **kw)
+
+
+def star_field(shape=(70, 90), seed=0, sky=20.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.full(shape, sky)
+    for _ in range(6):
+        y0, x0 = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        image += rng.uniform(200, 5000) * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / 4.0)
+    return rng.poisson(image).astype(float)
+
+
+def make_wcs(shape):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [shape[1] / 2, shape[0] / 2]
+    w.wcs.cdelt = [-1e-5, 1e-5]
+    return w
+
+
+def make_ccd(unit="electron/s", shape=(70, 90), header=True, cls=CCDData, **meta):
+    electrons = star_field(shape)
+    scale = {"electron": 1.0, "electron / s": 1 / EXPTIME, "adu": 1 / 2.0,
+             "adu / s": 1 / (2.0 * EXPTIME)}[str(u.Unit(unit))]
+    values = {"EXPTIME": EXPTIME, "GAIN": 2.0, "OBJECT": "test field"}
+    values.update(meta)
+    if header:
+        hdr = fits.Header()
+        for key, value in values.items():
+            hdr[key] = value
+    else:
+        hdr = dict(values)
+    kwargs = dict(unit=unit, meta=hdr)
+    if cls is CCDData:
+        kwargs["wcs"] = make_wcs(shape)
+    return cls(electrons * scale, **kwargs)
+
+
+def kw(meta, key):
+    value = meta[key]
+    return value[0] if isinstance(value, tuple) else value
+
+
+def snapshot(ccd):
+    return (np.array(ccd.data, copy=True),
+            None if ccd.mask is None else np.array(ccd.mask, copy=True),
+            deepcopy(ccd.meta),
+            None if ccd.uncertainty is None else np.array(ccd.uncertainty.array, copy=True))
+
+
+def assert_unchanged(ccd, snap):
+    data, mask, meta, unc = snap
+    np.testing.assert_array_equal(ccd.data, data)
+    if mask is None:
+        assert ccd.mask is None
+    else:
+        np.testing.assert_array_equal(ccd.mask, mask)
+    assert dict(ccd.meta) == dict(meta)
+    if unc is not None:
+        np.testing.assert_array_equal(ccd.uncertainty.array, unc)
+
+
+@pytest.mark.parametrize("unit", ["electron/s", "electron", "adu", "adu/s"])
+@pytest.mark.parametrize("maker", [zero_head_net, lambda: IdentityNet(base_channels=4, depth=3)])
+def test_identity_model_returns_input_in_every_unit(unit, maker):
+    ccd = make_ccd(unit)
+    snap = snapshot(ccd)
+    out = denoise_ccd(ccd, ratio=RATIO, model=maker(), device="cpu", tile_size=32)
+    assert isinstance(out, CCDData) and out.unit == ccd.unit
+    # rates stay rates; counts become the counts of the r times longer exposure
+    factor = 1.0 if "/ s" in str(ccd.unit) else RATIO
+    expected = factor * ccd.data
+    np.testing.assert_allclose(out.data, expected, rtol=2e-6, atol=1e-6 * expected.max())
+    assert abs(out.data.sum() - expected.sum()) < 1e-6 * expected.sum()   # flux, no seams
+    assert kw(out.meta, "EXPTIME") == EXPTIME * RATIO
+    assert kw(out.meta, "DNTILE") == 32
+    assert_unchanged(ccd, snap)
+
+
+def test_wcs_header_and_history(tmp_path):
+    ccd = make_ccd()
+    net = random_net()
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", tile_size=32)
+    assert out.wcs.to_header() == ccd.wcs.to_header()
+    hdr = out.meta
+    assert isinstance(hdr, fits.Header)
+    assert hdr["OBJECT"] == "test field" and hdr["EXPTIME"] == EXPTIME * RATIO
+    assert hdr["DNRATIO"] == RATIO and hdr["DNMODE"] == "feather"
+    assert hdr["DNTILE"] == 32 and hdr["DNOVERLP"] == 16      # clamped to half the tile
+    assert hdr["DNDEVICE"] == "cpu" and hdr["DNUNCERT"] == "poisson-estimate"
+    assert hdr["DNMODEL"] == "in-memory"
+    assert len(hdr["DNSHA256"]) == 64 and int(hdr["DNSHA256"], 16) >= 0
+    assert any("denoise_ccd(ratio=2.5" in h for h in hdr["HISTORY"])
+    assert hdr["DNSHAOF"] == "weights"
+    # the keywords survive a FITS round trip (without "card too long" warnings)
+    out.write(tmp_path / "out.fits")
+    back = fits.getheader(tmp_path / "out.fits")
+    assert back["DNRATIO"] == RATIO and back["DNSHA256"] == hdr["DNSHA256"]
+    assert repr(hdr)
+    # a real (random) network changes the image
+    assert np.abs(out.data - ccd.data).max() > 0
+
+
+def test_default_overlap_from_effective_receptive_field_and_model_hints():
+    ccd = make_ccd(shape=(140, 150))
+    out = denoise_ccd(ccd, ratio=2, model=random_net(), device="cpu", tile_size=96)
+    assert kw(out.meta, "DNOVERLP") == dn.MIN_OVERLAP
+    net = random_net()
+    net.normalization = dict(dn.DEFAULT_NORMALIZATION, overlap=24, tile_size=64)
+    out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    assert kw(out.meta, "DNOVERLP") == 24 and kw(out.meta, "DNTILE") == 64
+
+
+def test_mask_and_nan_handling():
+    ccd = make_ccd()
+    ccd.data[10, 10] = np.nan
+    ccd.data[20, 30] = np.inf
+    ccd.data[40:43, 50:53] = np.nan
+    mask = np.zeros(ccd.shape, bool)
+    mask[5, 60] = True
+    mask[60:62, 5:8] = True
+    ccd.mask = mask
+    ccd.data[5, 60] = 1e9                   # a masked hot pixel must not leak
+    snap = snapshot(ccd)
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu", tile_size=32)
+    nonfinite = ~np.isfinite(snap[0])
+    np.testing.assert_array_equal(out.mask, mask | nonfinite)
+    assert np.all(np.isnan(out.data[nonfinite]))
+    good = ~(mask | nonfinite)
+    assert np.all(np.isfinite(out.data[good]))
+    np.testing.assert_allclose(out.data[good], ccd.data[good], rtol=2e-6, atol=1e-6)
+    # masked pixels got the value of a nearest good neighbour, not the hot value
+    assert out.data[5, 60] < 1e3
+    assert_unchanged(ccd, snap)
+
+
+def test_all_masked_or_nan_image_raises():
+    ccd = make_ccd()
+    ccd.mask = np.ones(ccd.shape, bool)
+    with pytest.raises(ValueError, match="no finite, unmasked pixel"):
+        denoise_ccd(ccd, ratio=2, model=zero_head_net(), device="cpu")
+    ccd = make_ccd()
+    ccd.data[:] = np.nan
+    with pytest.raises(ValueError, match="no finite, unmasked pixel"):
+        denoise_ccd(ccd, ratio=2, model=zero_head_net(), device="cpu")
+
+
+def test_uncertainty_poisson_estimate_is_not_the_input():
+    ccd = make_ccd("electron")
+    ccd.uncertainty = StdDevUncertainty(np.full(ccd.shape, 123.0))
+    ron = 3.0
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
+                      read_noise=ron * u.electron)
+    assert isinstance(out.uncertainty, StdDevUncertainty)
+    assert not np.allclose(out.uncertainty.array, 123.0)
+    # a long exposure of r*N electrons: sqrt(r N + RON^2) electrons
+    expected = np.sqrt(np.maximum(RATIO * ccd.data, 0) + ron ** 2)
+    np.testing.assert_allclose(out.uncertainty.array, expected, rtol=1e-5)
+    assert kw(out.meta, "DNUNCERT") == "poisson-estimate"
+    np.testing.assert_array_equal(ccd.uncertainty.array, 123.0)
+
+
+def test_uncertainty_from_model_channel():
+    ccd = make_ccd("electron/s")
+    net = zero_head_net(out_channels=2)     # log b = 0 -> b = 1 in asinh space
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    scale = dn.DEFAULT_NORMALIZATION["scale"]
+    y = np.arcsinh(ccd.data * EXPTIME / scale)
+    expected = math.sqrt(2) * scale * np.cosh(y) / EXPTIME
+    np.testing.assert_allclose(out.uncertainty.array, expected, rtol=1e-5)
+    assert kw(out.meta, "DNUNCERT") == "model"
+
+
+def test_nddata_in_nddata_out():
+    nd = make_ccd("electron", header=False, cls=NDData)
+    out = denoise_ccd(nd, ratio=RATIO, model=zero_head_net(), device="cpu", tile_size=32)
+    assert type(out) is NDData and out.unit == u.electron
+    np.testing.assert_allclose(out.data, RATIO * nd.data, rtol=2e-6, atol=1e-5)
+    assert kw(out.meta, "EXPTIME") == EXPTIME * RATIO
+    assert kw(out.meta, "DNMODE") == "feather"
+    assert nd.meta["EXPTIME"] == EXPTIME
+
+
+def test_deterministic_on_cpu():
+    ccd = make_ccd()
+    a = denoise_ccd(ccd, ratio=3, model=random_net(), device="cpu", tile_size=32)
+    b = denoise_ccd(ccd, ratio=3, model=random_net(), device="cpu", tile_size=32)
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.uncertainty.array, b.uncertainty.array)
+
+
+def test_paper_mode_equals_feather_mode_for_identity():
+    ccd = make_ccd(shape=(300, 280))
+    net = zero_head_net()
+    paper = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", mode="paper")
+    feather = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", tile_size=64)
+    assert kw(paper.meta, "DNMODE") == "paper"
+    assert kw(paper.meta, "DNTILE") == 256 and kw(paper.meta, "DNOVERLP") == 224
+    np.testing.assert_allclose(paper.data, feather.data, rtol=1e-6, atol=1e-6)
+
+
+def test_small_image_and_huge_tile():
+    ccd = make_ccd("electron", shape=(5, 7))
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu")
+    np.testing.assert_allclose(out.data, RATIO * ccd.data, rtol=2e-6)
+    ccd = make_ccd("electron", shape=(40, 50))
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
+                      tile_size=10 ** 6, batch_size=10 ** 3)
+    assert kw(out.meta, "DNTILE") == 52                       # one tile: the padded image
+    np.testing.assert_allclose(out.data, RATIO * ccd.data, rtol=2e-6)
+    wide = make_ccd("electron", shape=(8, 2100))
+    out = denoise_ccd(wide, ratio=RATIO, model=zero_head_net(), device="cpu", tile_size=10 ** 6)
+    assert kw(out.meta, "DNTILE") == dn.MAX_TILE_SIZE
+    np.testing.assert_allclose(out.data, RATIO * wide.data, rtol=2e-6)
+
+
+def test_conditioning_values_passed_to_the_model():
+    ccd = make_ccd("electron/s")
+    net = IdentityNet(base_channels=4, depth=3, cond_names=("ratio", "log_exptime", "read_noise"))
+    IdentityNet.calls.clear()
+    denoise_ccd(ccd, ratio=4, model=net, device="cpu", read_noise=2.5)
+    cond = IdentityNet.calls[0][0].numpy()
+    np.testing.assert_allclose(cond, [4.0, math.log10(EXPTIME), 2.5], rtol=1e-6)
+    # the read noise falls back to the model's normalization
+    net.normalization = dict(dn.DEFAULT_NORMALIZATION, read_noise=3.1)
+    IdentityNet.calls.clear()
+    denoise_ccd(ccd, ratio=4, model=net, device="cpu")
+    assert IdentityNet.calls[0][0, 2] == pytest.approx(3.1)
+    odd = IdentityNet(base_channels=4, depth=3, cond_names=("ratio", "airmass"))
+    with pytest.raises(ValueError, match="unknown conditioning values"):
+        denoise_ccd(ccd, ratio=4, model=odd, device="cpu")
+    # log_exptime needs an exposure time even for counts
+    counts = CCDData(np.ones((16, 16)), unit="electron")
+    with pytest.raises(ValueError, match="exposure time"):
+        denoise_ccd(counts, ratio=4, model=net, device="cpu")
+
+
+@pytest.mark.parametrize("norm", [
+    {"unit": "electron", "transform": "anscombe", "read_noise": 3.0},
+    {"unit": "electron", "transform": "linear", "scale": 50.0},
+    {"unit": "electron/s", "transform": "asinh", "scale": 0.1},
+])
+def test_transforms_and_model_units_invert_exactly(norm):
+    ccd = make_ccd("electron")
+    net = zero_head_net()
+    net.normalization = norm
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    np.testing.assert_allclose(out.data, RATIO * ccd.data, rtol=1e-5, atol=1e-3)
+
+
+def test_anscombe_asymptotic_inverse_offset():
+    ccd = make_ccd("electron")
+    net = zero_head_net()
+    net.normalization = {"unit": "electron", "transform": "anscombe", "read_noise": 0.0,
+                         "inverse": "asymptotic"}
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    # (y/2)^2 - 1/8 instead of the algebraic (y/2)^2 - 3/8
+    np.testing.assert_allclose(out.data, RATIO * (ccd.data + 0.25), rtol=1e-5)
+
+
+def test_bad_normalization():
+    net = zero_head_net()
+    ccd = make_ccd()
+    for norm, message in [({"transform": "log"}, "transform"),
+                          ({"unit": "adu", "transform": "asinh", "scale": 1.0}, "unit"),
+                          ({"unit": "electron", "transform": "asinh"}, "scale"),
+                          ({"transform": "anscombe", "inverse": "exact"}, "inverse")]:
+        net.normalization = norm
+        with pytest.raises(ValueError, match=message):
+            denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+
+
+def test_bad_inputs():
+    net = zero_head_net()
+    ccd = make_ccd()
+    with pytest.raises(TypeError, match="ratio"):
+        denoise_ccd(ccd, model=net)                              # ratio is required
+    with pytest.raises(ValueError, match="> 1"):
+        denoise_ccd(ccd, ratio=1, model=net, device="cpu")
+    with pytest.raises(ValueError, match="> 1"):
+        denoise_ccd(ccd, ratio=float("nan"), model=net, device="cpu")
+    with pytest.raises(ValueError, match="2-D"):
+        denoise_ccd(CCDData(np.ones((2, 8, 8)), unit="electron"), ratio=2, model=net)
+    with pytest.raises(u.UnitsError, match="no unit"):
+        denoise_ccd(NDData(np.ones((8, 8))), ratio=2, model=net)
+    with pytest.raises(u.UnitsError, match="Cannot convert"):
+        denoise_ccd(CCDData(np.ones((8, 8)), unit="Jy"), ratio=2, model=net, device="cpu")
+    with pytest.raises(ValueError, match="exposure time"):
+        denoise_ccd(CCDData(np.ones((8, 8)), unit="electron/s"), ratio=2, model=net,
+                    device="cpu")
+    with pytest.raises(ValueError, match="gain"):
+        denoise_ccd(CCDData(np.ones((8, 8)), unit="adu"), ratio=2, model=net, device="cpu")
+    with pytest.raises(TypeError, match="CCDData"):
+        denoise_ccd(np.ones((8, 8)), ratio=2, model=net)
+    with pytest.raises(ValueError, match="mode"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", mode="mosaic")
+    with pytest.raises(ValueError, match="tile_size"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", tile_size=0)
+    with pytest.raises(ValueError, match="overlap"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", overlap=-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", batch_size=1.5)
+    with pytest.raises(ValueError, match="read_noise"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", read_noise=-1)
+    with pytest.raises(TypeError, match="model must be"):
+        denoise_ccd(ccd, ratio=2, model=42, device="cpu")
+    with pytest.raises(ValueError, match="device"):
+        denoise_ccd(ccd, ratio=2, model=net, device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_cuda_requested_but_absent():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        denoise_ccd(make_ccd(), ratio=2, model=zero_head_net(), device="cuda")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        denoise_ccd(make_ccd(), ratio=2, model=zero_head_net(), device=torch.device("cuda:1"))
+    # auto falls back to the CPU
+    out = denoise_ccd(make_ccd(), ratio=2, model=zero_head_net(), device="auto")
+    assert kw(out.meta, "DNDEVICE") == "cpu"
+
+
+def test_model_file_roundtrip_and_cache(tmp_path):
+    ccd = make_ccd()
+    net = random_net()
+    path = tmp_path / "tiny.pt"
+    digest = save_model(net, path, normalization=dn.DEFAULT_NORMALIZATION,
+                        metadata={"name": "tiny", "version": "1.2"}, half=False)
+    from_file = denoise_ccd(ccd, ratio=2, model=str(path), device="cpu", tile_size=32)
+    in_memory = denoise_ccd(ccd, ratio=2, model=net, device="cpu", tile_size=32)
+    np.testing.assert_array_equal(from_file.data, in_memory.data)
+    hdr = from_file.meta
+    assert hdr["DNSHA256"] == digest and hdr["DNVER"] == "1.2" and hdr["DNSHAOF"] == "file"
+    # the loaded model is cached per (name, file, device)...
+    keys = [k for k in dn._model_cache if k[1] == str(path)]
+    assert len(keys) == 1
+    again = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
+    np.testing.assert_array_equal(again.data, from_file.data)
+    # ...but a rewritten file is reloaded
+    other = AstroUNet(base_channels=4, depth=3, residual=True)
+    digest2 = save_model(other, path, normalization=dn.DEFAULT_NORMALIZATION, half=False)
+    changed = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
+    assert changed.meta["DNSHA256"] == digest2
+    assert not np.array_equal(changed.data, from_file.data)
+    assert len(dn._model_cache) <= dn._CACHE_SIZE
+
+
+def test_long_model_name_gives_valid_fits_cards(tmp_path):
+    net = random_net()
+    info = {"name": "a-very-long-model-name-" * 5, "normalization": dn.DEFAULT_NORMALIZATION}
+    out = denoise_ccd(make_ccd(), ratio=2, model=(net, info), device="cpu")
+    assert out.meta["DNMODEL"].endswith("...") and len(out.meta["DNMODEL"]) == 68
+    out.write(tmp_path / "long.fits")
+    assert fits.getheader(tmp_path / "long.fits")["DNMODEL"] == out.meta["DNMODEL"]
+
+
+def test_model_info_tuple_and_instance_sha():
+    net = random_net()
+    ccd = make_ccd()
+    info = {"name": "mine", "sha256": "ab" * 32, "normalization": dn.DEFAULT_NORMALIZATION,
+            "metadata": {"version": "7"}}
+    out = denoise_ccd(ccd, ratio=2, model=(net, info), device="cpu")
+    assert out.meta["DNMODEL"] == "mine" and out.meta["DNSHA256"] == "ab" * 32
+    assert out.meta["DNVER"] == "7"
+    out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    h = hashlib.sha256()
+    for key, tensor in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.float().numpy().tobytes())
+    assert out.meta["DNSHA256"] == h.hexdigest()
+    # the caller's network is not modified (device, memory format, grad flags)
+    assert all(p.requires_grad and p.is_contiguous() for p in net.parameters())
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(ModelFileError, match="bad.pt"):
+        denoise_ccd(make_ccd(), ratio=2, model=str(bad), device="cpu")
+
+
+def test_progress_output(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    denoise_ccd(make_ccd(), ratio=2, model=zero_head_net(), device="cpu", tile_size=32,
+                progress=True)
+    assert "tiles" in capsys.readouterr().err
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, astro_unet; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("mode", ["feather", "paper"])
+def test_device_resident_engine_matches_host_engine(monkeypatch, mode):
+    """The engine used on CUDA (everything on the device) run here on the CPU."""
+    ccd = make_ccd("electron", shape=(150, 170) if mode == "feather" else (280, 300))
+    ccd.data[3, 4] = np.nan
+    net = random_net(out_channels=2)
+    kwargs = dict(ratio=RATIO, model=net, device="cpu", mode=mode)
+    if mode == "feather":
+        kwargs["tile_size"] = 64
+    host = denoise_ccd(ccd, **kwargs)
+    monkeypatch.setitem(dn.DEFAULT_ENGINE, "cpu", "torch")
+    device = denoise_ccd(ccd, **kwargs)
+    np.testing.assert_array_equal(device.mask, host.mask)
+    np.testing.assert_allclose(device.data, host.data, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(device.uncertainty.array, host.uncertainty.array,
+                               rtol=1e-5, atol=1e-5)
+    identity = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
+                           tile_size=32)
+    good = np.isfinite(ccd.data)
+    np.testing.assert_allclose(identity.data[good], RATIO * ccd.data[good], rtol=2e-6)
+
+
+def test_float32_input_gives_float32_output():
+    ccd = make_ccd("electron/s")
+    ccd.data = ccd.data.astype(np.float32)
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu")
+    assert out.data.dtype == np.float32 and out.uncertainty.array.dtype == np.float32
+    np.testing.assert_allclose(out.data, ccd.data, rtol=1e-5)
+
+
+def test_out_of_memory_retries_with_smaller_batches(monkeypatch):
+    calls = []
+    real = dn.ENGINES["numpy"]
+
+    def flaky(*args, batch_size, **kwargs):
+        calls.append((batch_size, kwargs["tile_size"]))
+        if len(calls) < 4:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setitem(dn.ENGINES, "numpy", flaky)
+    ccd = make_ccd("electron", shape=(200, 200))
+    out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu", batch_size=4,
+                      tile_size=128, overlap=16)
+    assert calls == [(4, 128), (2, 128), (1, 128), (1, 64)]
+    assert out.meta["DNTILE"] == 64
+    np.testing.assert_allclose(out.data, RATIO * ccd.data, rtol=2e-6)
+
+
+def test_in_memory_model_copy_is_cached_until_weights_change():
+    ccd = make_ccd()
+    net = random_net()
+    first = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    prepared = dn._instance_cache[net]["cpu"][1]
+    assert prepared is not net
+    denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    assert dn._instance_cache[net]["cpu"][1] is prepared
+    with torch.no_grad():
+        net.head.bias += 1.0                      # an in-place update, like an optimiser step
+    changed = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    assert dn._instance_cache[net]["cpu"][1] is not prepared
+    assert changed.meta["DNSHA256"] != first.meta["DNSHA256"]
+    assert not np.allclose(changed.data, first.data)
+
+
+def test_autocast_setting_is_validated(monkeypatch):
+    assert dn._autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
+    monkeypatch.setattr(dn, "AUTOCAST_DTYPE", "int8")
+    with pytest.raises(ValueError, match="AUTOCAST_DTYPE"):
+        dn._autocast(torch.device("cuda"))
+    monkeypatch.setattr(dn, "AUTOCAST_DTYPE", None)
+    assert dn._autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
