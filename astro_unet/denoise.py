@@ -26,6 +26,13 @@ and leave its network.  Keys:
       ``"inverse": "asymptotic"``.  ``RON`` is the ``read_noise`` argument
       of `denoise_ccd` or else ``normalization["read_noise"]`` (electrons);
     * ``"linear"``: ``y = x / scale``.
+
+    ``scale`` may be the string ``"noise"``: it is then ``noise_factor``
+    (default 1) times the robust background noise of the input image
+    (``1.4826 MAD / sqrt 2`` of neighbouring-pixel differences, in the model
+    unit), so that faint pixels enter the network in units of their own
+    noise whatever the exposure time, sky level or detector.  The noise used
+    is recorded in the header (``DNNOISE``, electrons).
 ``read_noise`` (optional)
     Read noise (electrons) of the training data, used when `denoise_ccd`
     gets no ``read_noise``.
@@ -47,7 +54,10 @@ In both cases ``EXPTIME`` becomes ``t r`` (when ``t`` is known).
 
 Conditioning values (``model.config.cond_names``): ``"ratio"`` is ``r``;
 ``"log_exptime"`` is log10 of the short exposure time in seconds;
-``"read_noise"`` is the read noise in electrons.
+``"read_noise"`` is the read noise in electrons; ``"log_noise"`` is log10
+of the background noise defined above (model unit).  The training code builds
+its inputs with the same private functions (``_network_input``), so training
+and inference cannot drift apart.
 
 Uncertainty of the output
 -------------------------
@@ -180,12 +190,21 @@ def _check_normalization(norm):
         )
     if transform in ("asinh", "linear"):
         scale = out.get("scale")
-        if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        if scale == "noise":
+            factor = out.setdefault("noise_factor", 1.0)
+            if (not isinstance(factor, (int, float)) or not math.isfinite(factor)
+                    or factor <= 0):
+                raise ValueError(
+                    f"normalization 'noise_factor' must be a positive number, got {factor!r}."
+                )
+            out["noise_factor"] = float(factor)
+        elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(
                 f"model normalization for transform {transform!r} needs a positive "
-                f"'scale', got {scale!r}."
+                f"'scale' or 'noise', got {scale!r}."
             )
-        out["scale"] = float(scale)
+        else:
+            out["scale"] = float(scale)
     if transform == "anscombe":
         inverse = out.setdefault("inverse", "algebraic")
         if inverse not in ("algebraic", "asymptotic"):
@@ -276,6 +295,113 @@ def _network_to_output(out, *, norm, ron, ratio, to_model, factor, ops=_NumpyOps
         n_long = ops.clip(out_e * ratio, 0.0)
         sigma = ops.sqrt(n_long + ron ** 2) * (factor / ratio)
     return result, sigma
+
+
+#: Smallest background noise (electrons) used for noise-scaled normalizations.
+MIN_NOISE = 1e-3
+
+
+def _background_noise(electrons, bad=None):
+    """
+    Robust per-pixel background noise (electrons) of a short exposure.
+
+    ``1.4826 * MAD / sqrt(2)`` of the differences of horizontally adjacent
+    usable pixels: insensitive to sources, gradients and a few bad pixels.
+    Noise correlated between neighbours (drizzled images) is underestimated
+    in the same way in training and in `denoise_ccd`, which both call this.
+    """
+    values = np.asarray(electrons, dtype=np.float64)
+    diff = values[:, 1:] - values[:, :-1]
+    good = np.isfinite(diff)
+    if bad is not None:
+        bad = np.asarray(bad, dtype=bool)
+        good &= ~(bad[:, 1:] | bad[:, :-1])
+    diff = diff[good]
+    if diff.size < 2:
+        return MIN_NOISE
+    if diff.size > 4_000_000:  # a regular subsample is plenty for a median
+        diff = diff[:: diff.size // 2_000_000]
+    mad = np.median(np.abs(diff - np.median(diff)))
+    return max(float(1.4826 * mad / math.sqrt(2.0)), MIN_NOISE)
+
+
+def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
+    """
+    Numeric normalization and conditioning vector for one short exposure.
+
+    ``x_model`` is the (bad-pixel filled) image in the model unit.  Returns
+    ``(norm, cond, noise)``: ``norm`` with a numeric ``scale`` (a noise-scaled
+    ``scale = "noise"`` becomes ``noise_factor`` times the background noise),
+    the list of conditioning values in ``cond_names`` order and the background
+    noise in the model unit (None when neither needs it).
+    """
+    noise = None
+    if norm.get("scale") == "noise" or "log_noise" in cond_names:
+        noise = _background_noise(x_model, bad)
+    if norm.get("scale") == "noise":
+        norm = dict(norm, scale=norm["noise_factor"] * noise)
+    cond = []
+    for name in cond_names:
+        if name == "ratio":
+            cond.append(float(ratio))
+        elif name == "log_exptime":
+            cond.append(math.log10(exptime))
+        elif name == "read_noise":
+            cond.append(float(ron))
+        elif name == "log_noise":
+            cond.append(math.log10(noise))
+        else:
+            raise ValueError(f"unknown conditioning value {name!r}.")
+    return norm, cond, noise
+
+
+def _network_input(electrons, *, norm, ratio, exptime, read_noise, cond_names, bad=None):
+    """
+    Network input for a short exposure, exactly as `denoise_ccd` builds it.
+
+    Used by the training code so that training and inference agree.
+
+    Parameters
+    ----------
+    electrons : ndarray
+        Electrons collected in the short exposure (not modified).
+    norm : dict
+        The model's normalization.
+    ratio, exptime, read_noise : float
+        Exposure-time ratio, short exposure time (s; may be None when neither
+        the unit nor the conditioning needs it) and read noise (electrons).
+    cond_names : sequence of str
+        The network's conditioning names.
+    bad : ndarray of bool, optional
+        Pixels to fill from their nearest good neighbour first.
+
+    Returns
+    -------
+    x : float32 ndarray
+        Transformed input.
+    cond : float32 ndarray
+        Conditioning vector.
+    ctx : dict
+        What `_network_target` needs to transform a target the same way.
+    """
+    norm = _check_normalization(norm)
+    x_model = np.array(electrons, dtype=np.float64)
+    if bad is not None and np.any(bad):
+        _fill_bad(x_model, np.asarray(bad, dtype=bool))
+    to_model = 1.0 / exptime if norm["unit"] == "electron/s" else 1.0
+    x_model *= to_model
+    resolved, cond, noise = _resolve_inputs(x_model, bad, norm=norm, ratio=ratio,
+                                            exptime=exptime, ron=read_noise,
+                                            cond_names=cond_names)
+    x = _forward_transform(x_model, resolved, read_noise).astype(np.float32)
+    ctx = {"norm": resolved, "ron": float(read_noise), "to_model": to_model, "noise": noise}
+    return x, np.asarray(cond, dtype=np.float32), ctx
+
+
+def _network_target(electrons, *, norm, ctx):
+    """Transform a target (short-exposure electrons) like `_network_input` did its input."""
+    x_model = np.asarray(electrons, dtype=np.float64) * ctx["to_model"]
+    return _forward_transform(x_model, ctx["norm"], ctx["ron"]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -782,14 +908,8 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     x_model = electrons
     del electrons, data
 
-    cond = []
-    for name in cfg.cond_names:
-        if name == "ratio":
-            cond.append(r)
-        elif name == "log_exptime":
-            cond.append(math.log10(exptime))
-        else:
-            cond.append(ron)
+    norm, cond, noise = _resolve_inputs(x_model, bad, norm=norm, ratio=r, exptime=exptime,
+                                        ron=ron, cond_names=cfg.cond_names)
 
     # counts: the output is the long exposure (x r); rates stay rates
     factor = (1.0 if rate else r) / scale    # electrons (short) -> output unit
@@ -824,6 +944,9 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         "DNDEVICE": (dev.type, "torch device type used"),
         "DNUNCERT": (uncert_kind, "origin of the output uncertainty"),
     }
+    if noise is not None:
+        keywords["DNNOISE"] = (float(f"{noise / to_model:.6g}"),
+                               "[e-] background noise of the input")
     log_step(meta, f"denoise_ccd(ratio={r:g}, model={keywords['DNMODEL'][0]!r}, "
                    f"mode={mode!r})", keywords)
     if exptime is not None:

@@ -62,7 +62,7 @@ FORMAT_NAME = "astro_unet-model"
 FORMAT_VERSION = 1
 
 #: Conditioning values `astro_unet.denoise.denoise_ccd` knows how to supply.
-KNOWN_CONDITIONS = ("ratio", "log_exptime", "read_noise")
+KNOWN_CONDITIONS = ("ratio", "log_exptime", "read_noise", "log_noise")
 
 
 class ModelFileError(ValueError):

@@ -524,3 +524,63 @@ def test_autocast_setting_is_validated(monkeypatch):
         dn._autocast(torch.device("cuda"))
     monkeypatch.setattr(dn, "AUTOCAST_DTYPE", None)
     assert dn._autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
+
+
+class TestNoiseScaledNormalization:
+    """``scale="noise"`` and the ``log_noise`` condition, shared with training."""
+
+    def _net(self):
+        import torch
+
+        from astro_unet.model import AstroUNet
+
+        torch.manual_seed(3)
+        net = AstroUNet(base_channels=4, depth=2, cond_names=("ratio", "log_noise"))
+        net.normalization = {"unit": "electron", "transform": "asinh", "scale": "noise",
+                             "noise_factor": 2.0}
+        return net
+
+    def test_background_noise_estimator(self):
+        from astro_unet.denoise import _background_noise
+
+        rng = np.random.default_rng(1)
+        img = rng.normal(100.0, 7.0, (200, 200))
+        img[50:60, 50:60] += 1e5                       # a bright source barely matters
+        assert _background_noise(img) == pytest.approx(7.0, rel=0.05)
+        bad = np.zeros(img.shape, bool)
+        bad[:, :100] = True
+        img[:, :100] = 1e9
+        assert _background_noise(img, bad) == pytest.approx(7.0, rel=0.07)
+
+    def test_network_input_matches_denoise_ccd(self):
+        import torch
+
+        from astro_unet.denoise import _inverse_transform, _network_input, _network_target
+
+        net = self._net()
+        rng = np.random.default_rng(2)
+        electrons = rng.poisson(30.0, (64, 64)).astype(float)
+        ccd = CCDData(electrons.copy(), unit="electron", meta={"EXPTIME": 10.0})
+        out = denoise_ccd(ccd, ratio=3, model=net, device="cpu", tile_size=64)
+        x, cond, ctx = _network_input(electrons, norm=net.normalization, ratio=3,
+                                      exptime=10.0, read_noise=0.0,
+                                      cond_names=net.config.cond_names)
+        assert cond[0] == 3 and cond[1] == pytest.approx(np.log10(ctx["noise"]))
+        assert ctx["norm"]["scale"] == pytest.approx(2.0 * ctx["noise"])
+        assert out.meta["DNNOISE"][0] == pytest.approx(ctx["noise"], rel=1e-5)
+        with torch.inference_mode():
+            y = net(torch.from_numpy(x)[None, None], torch.from_numpy(cond)[None])[0, 0]
+        direct, _ = _inverse_transform(y.double().numpy(), ctx["norm"], 0.0)
+        # counts: the output is the long exposure, r times the short-exposure estimate
+        np.testing.assert_allclose(out.data, 3 * direct, rtol=1e-4, atol=1e-4)
+        # a target transformed with the same context round-trips
+        t = _network_target(electrons, norm=net.normalization, ctx=ctx)
+        back, _ = _inverse_transform(t.astype(float), ctx["norm"], 0.0)
+        np.testing.assert_allclose(back, electrons, rtol=1e-5, atol=1e-4)
+
+    def test_bad_noise_factor(self):
+        net = self._net()
+        net.normalization = dict(net.normalization, noise_factor=-1)
+        ccd = CCDData(np.ones((16, 16)), unit="electron")
+        with pytest.raises(ValueError, match="noise_factor"):
+            denoise_ccd(ccd, ratio=2, model=net, device="cpu")
