@@ -542,3 +542,26 @@ def test_denoise_errors(capsys, tmp_path, model_file):
                        "--device", "cpu", "--overwrite")
     assert code == 0, err
     assert fits.getdata(dst, "SCI").shape == SHAPE
+
+
+def test_demo_runs_the_main_job(tmp_path, capsys):
+    """``astro-unet demo``: simulate, denoise and compare the bundled sample."""
+    from astropy.nddata import CCDData
+
+    from astro_unet.model import AstroUNet, save_model
+
+    model = tmp_path / "tiny.pt"
+    save_model(AstroUNet(base_channels=4, depth=2, residual=True), model,
+               normalization={"unit": "electron", "transform": "asinh", "scale": 10.0})
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(model), "--output-dir", str(out), "--ratio", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "short (noisy input)" in text and "denoised" in text and "F-measure" in text
+    short = CCDData.read(out / "sample_short_r3.fits")
+    denoised = CCDData.read(out / "sample_denoised_r3.fits")
+    long = CCDData.read(out / "sample_long.fits")
+    assert short.header["EXPTIME"] == pytest.approx(long.header["EXPTIME"] / 3)
+    assert denoised.header["EXPTIME"] == pytest.approx(long.header["EXPTIME"])
+    assert denoised.header["DNRATIO"] == 3
+    # a second run refuses to overwrite
+    assert main(["demo", "--model", str(model), "--output-dir", str(out), "--ratio", "3"]) == 1
