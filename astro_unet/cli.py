@@ -5,10 +5,13 @@ The ``astro-unet`` command.
 Subcommands::
 
     astro-unet denoise IN.fits [-o OUT.fits] --ratio R [--model NAME_OR_PATH] ...
+    astro-unet denoise A.fits B.fits DIR/ 'raw/*.fits' --output-dir OUT --ratio R
+                       [--workers N | --scheduler ADDRESS] ...
     astro-unet simulate IN.fits -o OUT.fits --ratio R [--seed N] [--detector NAME] ...
     astro-unet compare REF.fits TEST.fits [--input IN.fits] [--table OUT.ecsv] ...
     astro-unet models [--list] [--download NAME] [--verify NAME]
     astro-unet demo [--ratio R] [--model NAME_OR_PATH] [--output-dir DIR]
+    astro-unet train --config default|paper|smoke|FILE [--time-limit MIN] ...
     astro-unet --version
 
 Output files (``denoise``, ``simulate``) keep the structure of the input
@@ -33,9 +36,14 @@ extension does not have (``EXPTIME``, ``GAIN``, ...) are visible to the
 processing step, as with ``CCDData.read`` of a file without primary data;
 changed values are written to the extension header only.
 
+Several inputs (or a directory, a glob, ``--workers``, ``--scheduler``) make
+``denoise`` run `astro_unet.denoise_files` on a Dask cluster: it prints a
+table with one row per file (``ok``, ``skipped`` when the output exists,
+``error: ...``); a file that fails does not stop the others.
+
 Exit status: 0 on success, 1 when the command fails (the reason is printed
-as one ``astro-unet: error: ...`` line; ``--debug`` adds the traceback) and
-2 for command-line usage errors.
+as one ``astro-unet: error: ...`` line; ``--debug`` adds the traceback) or
+when any of several files failed, and 2 for command-line usage errors.
 """
 
 import argparse
@@ -361,13 +369,23 @@ def _add_io_options(parser, *, unit=True):
 def add_denoise_command(subparsers):
     """Register ``astro-unet denoise``."""
     p = subparsers.add_parser(
-        "denoise", help="denoise an image with an Astro U-net model",
+        "denoise", help="denoise images with an Astro U-net model",
         description="Make a short exposure look like one RATIO times longer "
                     "(astro_unet.denoise_ccd). The output keeps every other HDU of "
-                    "the input file.")
-    p.add_argument("input", metavar="IN.fits", help="input FITS file")
+                    "the input file. Several files, a directory or a glob are denoised "
+                    "on a Dask cluster (astro_unet.denoise_files): a local one with "
+                    "--workers N, or an existing one with --scheduler ADDRESS; existing "
+                    "outputs are skipped unless --overwrite.")
+    p.add_argument("inputs", nargs="+", metavar="IN.fits",
+                   help="input FITS file(s), directories or quoted glob patterns")
     p.add_argument("-o", "--output", metavar="OUT.fits", default=None,
-                   help="output file (default: IN_denoised.fits next to the input)")
+                   help="output file of a single input (default: IN_denoised.fits next to "
+                        "the input, or in --output-dir)")
+    p.add_argument("--output-dir", metavar="DIR", default=None,
+                   help="folder for the outputs (default: next to each input)")
+    p.add_argument("--suffix", default="_denoised",
+                   help="added to the input name to make the output name "
+                        "(default: %(default)s)")
     p.add_argument("--ratio", "-r", type=float, required=True,
                    help="exposure-time ratio r > 1 (long / short)")
     p.add_argument("--model", "-m", default="default", metavar="NAME_OR_PATH",
@@ -390,32 +408,89 @@ def add_denoise_command(subparsers):
                    help="gain in electron/adu for adu images (default: GAIN keyword)")
     p.add_argument("--read-noise", type=_number_or_quantity, default=None, metavar="E",
                    help="read noise in electrons (default: the model's)")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                         help="denoise the files on a local Dask cluster of N worker "
+                              "processes")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="denoise the files on the Dask cluster of this scheduler "
+                              "(e.g. tcp://10.0.0.1:8786)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (several files: denoise again "
+                        "instead of skipping them)")
     p.set_defaults(func=_run_denoise)
     return p
 
 
-def _run_denoise(args):
-    output = args.output or _default_output(args.input, "_denoised")
-    _check_output(output, args.overwrite)
-    ccd, index = _read_ccd(args.input, args.hdu, args.unit)
-    from .denoise import denoise_ccd
-
-    kwargs = dict(ratio=args.ratio, model=args.model)
+def _denoise_kwargs(args):
+    kwargs = {}
     for key, value in (("device", args.device), ("tile_size", args.tile_size),
                        ("overlap", args.overlap), ("batch_size", args.batch_size),
                        ("exposure_time", args.exptime), ("gain", args.gain),
                        ("read_noise", args.read_noise), ("mode", args.mode)):
         if value is not None:
             kwargs[key] = value
+    return kwargs
+
+
+def _is_batch(args):
+    """Several inputs, a directory, a glob or a cluster option: `denoise_files`."""
+    if len(args.inputs) > 1 or args.workers is not None or args.scheduler is not None:
+        return True
+    item = args.inputs[0]
+    return os.path.isdir(item) or (any(c in item for c in "*?[") and not os.path.exists(item))
+
+
+def _run_denoise(args):
+    if _is_batch(args):
+        return _run_denoise_files(args)
+    source = args.inputs[0]
+    if args.output is not None and args.output_dir is not None:
+        raise CommandError("give either -o/--output or --output-dir, not both.")
+    if args.output is not None:
+        output = args.output
+    else:
+        folder = args.output_dir if args.output_dir is not None else os.path.dirname(source)
+        output = _default_output(os.path.join(folder, os.path.basename(source)), args.suffix)
+    if os.path.abspath(output) == os.path.abspath(source) and not args.overwrite:
+        raise CommandError(f"{output} is the input: give another --suffix or -o.")
+    _check_output(output, args.overwrite)
+    ccd, index = _read_ccd(source, args.hdu, args.unit)
+    from .denoise import denoise_ccd
+
+    kwargs = dict(ratio=args.ratio, model=args.model, **_denoise_kwargs(args))
     if args.progress:
         kwargs["progress"] = True
     result = denoise_ccd(ccd, **kwargs)
-    _write_like(args.input, index, ccd, result, output, overwrite=args.overwrite,
+    _write_like(source, index, ccd, result, output, overwrite=args.overwrite,
                 unit_given=args.unit is not None)
     print(f"Wrote {output}")
     return 0
+
+
+def _run_denoise_files(args):
+    if args.output is not None:
+        raise CommandError("-o/--output names one output file: with several inputs, a "
+                           "directory or a glob use --output-dir.")
+    if args.progress:
+        raise CommandError("--progress shows the tiles of one image: it is not available "
+                           "with several inputs.")
+    from .batch import denoise_files
+
+    table = denoise_files(args.inputs, args.output_dir, ratio=args.ratio, model=args.model,
+                          client=args.scheduler, workers=args.workers,
+                          overwrite=args.overwrite, suffix=args.suffix, hdu=args.hdu,
+                          unit=args.unit, **_denoise_kwargs(args))
+    shown = table.copy(copy_data=False)
+    shown["seconds"].info.format = ".2f"
+    for line in shown.pformat(max_lines=-1, max_width=-1):
+        print(line)
+    meta = table.meta
+    print(f"Denoised {meta['n_ok']}, skipped {meta['n_skipped']} (output exists; "
+          f"--overwrite to redo), failed {meta['n_error']} of {len(table)} files in "
+          f"{meta['wall_seconds']:.1f} s.")
+    return 1 if meta["n_error"] else 0
 
 
 def add_simulate_command(subparsers):
@@ -687,8 +762,15 @@ def _run_demo(args):
 #: the main parser, adds its parser with ``set_defaults(func=handler)`` where
 #: ``handler(args) -> exit code``, and returns it.  Append to this list (e.g.
 #: the training subcommand) to extend the command.
+def add_train_command(subparsers):
+    """Register ``astro-unet train`` (defined in `astro_unet.training.cli`)."""
+    from .training.cli import add_train_command as add
+
+    return add(subparsers)
+
+
 SUBCOMMANDS = [add_denoise_command, add_simulate_command, add_compare_command,
-               add_models_command, add_demo_command]
+               add_models_command, add_demo_command, add_train_command]
 
 
 def build_parser():

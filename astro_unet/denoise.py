@@ -33,6 +33,11 @@ and leave its network.  Keys:
     unit), so that faint pixels enter the network in units of their own
     noise whatever the exposure time, sky level or detector.  The noise used
     is recorded in the header (``DNNOISE``, electrons).
+
+    ``offset`` (asinh and linear only; default 0) is subtracted before the
+    transform and added back after it; ``"median"`` means the median of the
+    input image, so that a sky pedestal does not push the background into the
+    logarithmic part of the asinh, where its noise would almost vanish.
 ``read_noise`` (optional)
     Read noise (electrons) of the training data, used when `denoise_ccd`
     gets no ``read_noise``.
@@ -183,6 +188,11 @@ def _check_normalization(norm):
         raise ValueError(
             f"model normalization unit must be 'electron' or 'electron/s', got '{unit}'."
         )
+    offset = out.get("offset", 0.0)
+    if offset != "median" and (isinstance(offset, bool) or not isinstance(offset, (int, float))
+                               or not math.isfinite(offset)):
+        raise ValueError(
+            f"normalization 'offset' must be a number or 'median', got {offset!r}.")
     transform = out.get("transform")
     if transform not in TRANSFORMS:
         raise ValueError(
@@ -252,9 +262,9 @@ def _forward_transform(x, norm, ron, ops=_NumpyOps):
     """Pixels in the model unit -> network input (numpy or torch arrays)."""
     t = norm["transform"]
     if t == "asinh":
-        return ops.asinh(x / norm["scale"])
+        return ops.asinh((x - norm.get("offset", 0.0)) / norm["scale"])
     if t == "linear":
-        return x / norm["scale"]
+        return (x - norm.get("offset", 0.0)) / norm["scale"]
     return 2.0 * ops.sqrt(ops.clip(x + (0.375 + ron ** 2), 0.0))
 
 
@@ -263,10 +273,10 @@ def _inverse_transform(y, norm, ron, ops=_NumpyOps, *, derivative=False):
     t = norm["transform"]
     if t == "asinh":
         s = norm["scale"]
-        x = s * ops.sinh(y)
+        x = s * ops.sinh(y) + norm.get("offset", 0.0)
         dxdy = s * ops.cosh(y) if derivative else None
     elif t == "linear":
-        x = y * norm["scale"]
+        x = y * norm["scale"] + norm.get("offset", 0.0)
         dxdy = 0 * y + norm["scale"] if derivative else None
     else:
         offset = 0.125 if norm.get("inverse") == "asymptotic" else 0.375
@@ -325,6 +335,20 @@ def _background_noise(electrons, bad=None):
     return max(float(1.4826 * mad / math.sqrt(2.0)), MIN_NOISE)
 
 
+def _background_level(values, bad=None):
+    """Median of the usable pixels (a regular subsample of large images)."""
+    values = np.asarray(values, dtype=np.float64)
+    good = np.isfinite(values)
+    if bad is not None:
+        good &= ~np.asarray(bad, dtype=bool)
+    v = values[good]
+    if v.size == 0:
+        return 0.0
+    if v.size > 4_000_000:
+        v = v[:: v.size // 2_000_000]
+    return float(np.median(v))
+
+
 def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
     """
     Numeric normalization and conditioning vector for one short exposure.
@@ -333,13 +357,16 @@ def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
     ``(norm, cond, noise)``: ``norm`` with a numeric ``scale`` (a noise-scaled
     ``scale = "noise"`` becomes ``noise_factor`` times the background noise),
     the list of conditioning values in ``cond_names`` order and the background
-    noise in the model unit (None when neither needs it).
+    noise in the model unit (None when neither needs it).  An ``offset`` of
+    ``"median"`` becomes the median of the usable pixels.
     """
     noise = None
     if norm.get("scale") == "noise" or "log_noise" in cond_names:
         noise = _background_noise(x_model, bad)
     if norm.get("scale") == "noise":
         norm = dict(norm, scale=norm["noise_factor"] * noise)
+    if norm.get("offset") == "median":
+        norm = dict(norm, offset=_background_level(x_model, bad))
     cond = []
     for name in cond_names:
         if name == "ratio":

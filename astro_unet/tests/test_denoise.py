@@ -584,3 +584,22 @@ class TestNoiseScaledNormalization:
         ccd = CCDData(np.ones((16, 16)), unit="electron")
         with pytest.raises(ValueError, match="noise_factor"):
             denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+
+
+def test_median_offset_keeps_sky_noise_visible():
+    """``offset="median"``: a sky pedestal does not squash the background noise."""
+    from astro_unet.denoise import _inverse_transform, _network_input
+
+    rng = np.random.default_rng(5)
+    sky = rng.poisson(5000.0, (64, 64)).astype(float)
+    norm = {"unit": "electron", "transform": "asinh", "scale": "noise", "noise_factor": 3.0}
+    spread = {}
+    for offset in (0.0, "median"):
+        x, _, ctx = _network_input(sky, norm=dict(norm, offset=offset), ratio=2, exptime=1.0,
+                                   read_noise=0.0, cond_names=("ratio",))
+        spread[offset] = x.std()
+        back, _ = _inverse_transform(x.astype(float), ctx["norm"], 0.0)
+        np.testing.assert_allclose(back, sky, rtol=1e-5)
+    assert ctx["norm"]["offset"] == pytest.approx(5000.0, abs=10)
+    assert spread["median"] > 0.25
+    assert spread["median"] > 10 * spread[0.0]

@@ -1,0 +1,1187 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The training loop: `train` (``python -m astro_unet.training``, ``astro-unet train``).
+
+One call trains an `~astro_unet.model.AstroUNet` as a `TrainingConfig`
+says and exports it with `~astro_unet.model.save_model` (float16), next to a
+JSON record of how it was made.
+
+What happens
+------------
+1. Pairs (`~astro_unet.training.PairDataset`): synthetic scenes rendered
+   once into a pool (cached in the run directory) and real images of the
+   exposure table's training splits, degraded on the fly with
+   `~astro_unet.simulate_short_exposure` and mapped into the network's space
+   by the private functions `~astro_unet.denoise_ccd` uses.  Sample ``i`` of
+   step ``s`` has the global index ``s * batch_size + i`` and depends only on
+   the seed and that index, so a run is reproducible, can be resumed exactly
+   and does not depend on the number of processes or loader workers.
+2. Optimisation: AdamW, linear warm-up then cosine decay, gradient
+   clipping; loss = ``l1`` x mean absolute error over valid pixels (the
+   paper's loss) + ``kl`` x a pixel-distribution term (the 1-D Wasserstein
+   distance of the sorted pixel values of output and target, a
+   differentiable, histogram-free stand-in for the paper's KL divergence of
+   pixel histograms) + ``nll`` x the Laplace negative log-likelihood of the
+   uncertainty channel of a two-channel network (the error is detached, so
+   the head learns ``b = E|error|`` without pulling the image).
+3. Validation (every ``validation.every`` steps and at the end, rank 0):
+   the L1 loss on fixed validation batches, and the photometry that
+   matters: validation scenes (synthetic: a noisy long exposure of a
+   noiseless scene; real: the table's validation images) are degraded at
+   each validation ratio with fixed seeds, denoised with
+   `~astro_unet.denoise_ccd` (exactly as users will) and compared with the
+   long exposure by `~astro_unet.photometric_comparison`, every image
+   thresholded at the long exposure's absolute level: F-measure, TPR,
+   precision, relative flux error, and the detections in denoised blank
+   frames (hallucinations).  The metrics of the noisy inputs are written
+   once to ``validation_baseline.json``.
+4. Logs: ``log.csv`` in the run directory (step, learning rate, losses,
+   gradient norm, throughput, wall time, validation metrics) and a tqdm
+   progress bar when tqdm is installed.
+5. Checkpoints (``checkpoint-<step>.pt`` and ``last.pt``): model, optimizer,
+   scheduler, step, RNG states (python, numpy, torch), the configuration,
+   the best validation so far and the wall time used.  Resuming from one
+   gives the same parameters as an uninterrupted run.
+6. Export: `~astro_unet.model.save_model` with the configuration's
+   normalization and metadata ``name``, ``description``, ``version``,
+   ``created``, ``instruments``, ``ratios``, ``units`` and ``training``
+   (command line, configuration, data files with their splits and sha256,
+   the synthetic pool, seed, steps, wall time, machine); the same record in
+   ``<model>.json``.
+
+Devices: CPU, or CUDA with bfloat16 autocast and channels-last memory.  Under
+``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment) the
+model is wrapped in `~torch.nn.parallel.DistributedDataParallel` (NCCL on
+CUDA, Gloo on the CPU), the global batch is split evenly over the processes,
+and only rank 0 writes logs, checkpoints and the model.
+"""
+
+import contextlib
+import copy
+import csv
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .config import TrainingConfig, load_config
+
+
+# pytest-doctestplus: these examples render synthetic scenes (GalSim)
+__doctest_requires__ = {("train",): ["galsim"]}
+
+__all__ = ["train", "CSV_COLUMNS", "training_loss"]
+
+#: Columns of ``log.csv`` (followed by ``val_f_r<ratio>`` for each validation ratio).
+CSV_COLUMNS = ("step", "lr", "loss", "l1", "kl", "nll", "grad_norm", "samples_per_s",
+               "seconds", "val_l1", "val_f_measure", "val_tpr", "val_precision", "val_rfe",
+               "val_blank_detections")
+
+# seed streams of the validation data (never used for training)
+_VAL_POOL = 9001
+_VAL_COND = 9002
+_VAL_NOISE = 9003
+_VAL_REAL = 9004
+_VAL_LONG = 9005
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def _log(message, rank=0):
+    if rank == 0:
+        print(f"astro_unet.training: {message}", file=sys.stderr, flush=True)
+
+
+def _atomic_torch_save(obj, path):
+    import torch
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _params_digest(model):
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _lr_factor(step, optim):
+    """Learning-rate multiplier at ``step``: linear warm-up, then cosine decay."""
+    warm = optim.warmup_steps
+    if warm and step < warm:
+        return (step + 1) / warm
+    span = max(optim.steps - warm, 1)
+    progress = min(max(step - warm, 0) / span, 1.0)
+    floor = optim.min_lr_fraction
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def training_loss(pred, target, valid, loss):
+    """
+    The training loss and its parts (float32, over valid pixels).
+
+    Parameters
+    ----------
+    pred : `torch.Tensor`
+        Network output (B, C, H, W); channel 1 is ``log b`` when C = 2.
+    target, valid : `torch.Tensor`
+        (B, 1, H, W) transformed target and 0/1 validity.
+    loss : `~astro_unet.training.LossConfig`
+        Weights ``l1``, ``kl``, ``nll``.
+
+    Returns
+    -------
+    total : `torch.Tensor`
+        Scalar loss.
+    parts : dict
+        Detached scalars ``l1``, ``kl``, ``nll`` (0 when unused).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_unet.training import LossConfig, training_loss
+    >>> pred = torch.zeros(1, 1, 4, 4); target = torch.ones(1, 1, 4, 4)
+    >>> total, parts = training_loss(pred, target, torch.ones(1, 1, 4, 4), LossConfig())
+    >>> float(total), float(parts["l1"])
+    (1.0, 1.0)
+    """
+    import torch
+
+    pred = pred.float()
+    mean = pred[:, :1]
+    n = valid.sum().clamp_min(1.0)
+    err = (mean - target).abs()
+    l1 = (err * valid).sum() / n
+    zero = torch.zeros((), device=pred.device)
+    total = loss.l1 * l1 if loss.l1 else zero.clone()
+    kl = nll = zero
+    if loss.kl:
+        # pixel distributions: W1 between sorted values (invalid pixels take the target's)
+        p = torch.where(valid > 0, mean, target).flatten(1)
+        t = target.flatten(1)
+        kl = (torch.sort(p, dim=1).values - torch.sort(t, dim=1).values).abs().mean()
+        total = total + loss.kl * kl
+    if loss.nll and pred.shape[1] > 1:
+        logb = pred[:, 1:2].clamp(-20.0, 20.0)
+        nll = ((err.detach() * torch.exp(-logb) + logb) * valid).sum() / n
+        total = total + loss.nll * nll
+    return total, {"l1": l1.detach(), "kl": kl.detach(), "nll": nll.detach()}
+
+
+# ---------------------------------------------------------------------------
+# distributed set-up and devices
+
+
+class _Dist:
+    """Rank, world size and local rank (from torchrun's environment)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.owned = False
+        self.backend = None
+
+    def init(self, device):
+        import torch.distributed as dist
+
+        if not self.enabled:
+            return
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=self.backend)
+            self.owned = True
+
+    def barrier(self):
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def any_flag(self, flag, device):
+        """True on every rank if ``flag`` is True on any."""
+        if not self.enabled:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def gather(self, obj):
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self):
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _select_device(name, dist):
+    import torch
+
+    name = name.strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"run.device={name!r} but CUDA is not available "
+                               f"(torch {torch.__version__}).")
+        if name == "cuda":
+            index = dist.local_rank if dist.enabled else torch.cuda.current_device()
+        else:
+            index = int(name.split(":")[1])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------
+# data
+
+
+def _real_dataset(config, splits, *, size, seed):
+    """A RealImageDataset of ``splits`` (None when no real data is used)."""
+    from .data import RealImageDataset, default_data_dir, read_exposure_table
+
+    d = config.data
+    table = read_exposure_table(d.exposure_table or None)
+    data_dir = default_data_dir(d.data_dir or None)
+    with warnings.catch_warnings():
+        # non-standard header cards of old ground-based files are not our concern here
+        warnings.simplefilter("ignore")
+        from astropy import log
+
+        with log.log_to_list():
+            return RealImageDataset(data_dir, table=table, split=splits, size=size, length=1,
+                                    seed=seed, augment=False,
+                                    max_bad_fraction=d.max_bad_fraction)
+
+
+def _data_files(config, real):
+    """The real files used, with split and sha256 (for the training record)."""
+    if real is None:
+        return []
+    files = []
+    for row in real.rows:
+        path = os.path.join(str(real.data_dir), str(row["path"]))
+        files.append({"path": str(row["path"]), "split": str(row["split"]),
+                      "exposure_time": float(row["exposure_time"]),
+                      "sha256": _sha256(path) if os.path.isfile(path) else None})
+    return files
+
+
+def _build_pool(config, *, seed, n, size, cache, dist, workers=1):
+    from .pairs import SyntheticScenePool
+
+    d = config.data
+    kwargs = dict(size=size, instruments=d.instruments, empty_fraction=d.empty_scene_fraction,
+                  seed=seed, cache=cache, workers=workers)
+    if dist.enabled and cache is not None:
+        # rank 0 renders and writes the cache, the others read it
+        if dist.rank == 0:
+            pool = SyntheticScenePool(n, **kwargs)
+            dist.barrier()
+        else:
+            dist.barrier()
+            pool = SyntheticScenePool(n, **kwargs)
+        return pool
+    return SyntheticScenePool(n, **kwargs)
+
+
+class _StepBatches:
+    """Batch sampler: for each step, this rank's share of the global batch indices."""
+
+    def __init__(self, start, stop, batch, rank, world):
+        self.start, self.stop = int(start), int(stop)
+        self.batch, self.rank, self.world = int(batch), int(rank), int(world)
+        self.local = self.batch // self.world
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            base = step * self.batch + self.rank * self.local
+            yield list(range(base, base + self.local))
+
+    def __len__(self):
+        return max(self.stop - self.start, 0)
+
+
+def _worker_init(_):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def _noisy_long(long_expect, *, sky_e, ron, rng):
+    """A noisy long exposure of ``long_expect`` electrons (sky ``sky_e`` subtracted)."""
+    lam = np.clip(long_expect + sky_e, 0.0, None)
+    return rng.poisson(lam).astype(np.float64) - sky_e + rng.normal(0.0, ron, lam.shape)
+
+
+class _Validator:
+    """Fixed validation cases and their scoring (see the module docstring)."""
+
+    def __init__(self, config, *, norm, cond_names, device, run_dir, dist, real_val):
+        import torch
+        from astropy.nddata import CCDData
+
+        from .pairs import PairDataset, draw_exposure, real_pair, synthetic_pair
+
+        self.config = config
+        self.norm = dict(norm)
+        self.device = device
+        v = config.validation
+        seed = config.run.seed
+        self.cases = []
+        self.blank = []
+        self.pool = None
+        use_synthetic = config.data.synthetic_fraction > 0
+        insts = sorted(k for k, w in config.data.instruments.items() if w > 0)
+        if use_synthetic and v.synthetic_scenes > 0:
+            size = max(v.synthetic_size, config.data.crop_size)
+            cache = os.path.join(run_dir, "validation_pool.npz") if run_dir else None
+            self.pool = _build_pool(config, seed=seed + _VAL_POOL, n=v.synthetic_scenes,
+                                    size=size, cache=cache, dist=_NoDist())
+            # validation scenes are never blank: blank frames are separate
+            for j, truth in enumerate(self.pool.scenes):
+                inst = self.pool.instruments[j]
+                crng = np.random.default_rng([seed, _VAL_COND, j])
+                c = draw_exposure(inst, crng, config.data)
+                truth = truth.astype(np.float64)
+                if not c["sky_subtracted"]:
+                    truth = truth + c["sky_rate"]
+                sky_e = c["sky_rate"] * c["t_long"] if c["sky_subtracted"] else 0.0
+                long_expect = truth * c["t_long"]
+                ref = _noisy_long(long_expect, sky_e=sky_e, ron=c["read_noise"],
+                                  rng=np.random.default_rng([seed, _VAL_LONG, j]))
+                ref_ccd = CCDData(ref, unit="electron", meta={"EXPTIME": c["t_long"]})
+                for k, r in enumerate(v.ratios):
+                    p = synthetic_pair(truth, ratio=r, t_long=c["t_long"],
+                                       sky_rate=c["sky_rate"] if c["sky_subtracted"] else 0.0,
+                                       sky_subtracted=True, read_noise=c["read_noise"],
+                                       dark_current=c["dark_current"],
+                                       rng=np.random.default_rng([seed, _VAL_NOISE, j, k]),
+                                       source=f"synthetic:{inst}")
+                    self.cases.append((f"synthetic{j}:{inst}", r, p, ref_ccd))
+        if v.blank_scenes > 0:
+            size = max(v.synthetic_size, config.data.crop_size)
+            for j in range(v.blank_scenes):
+                inst = insts[j % len(insts)] if insts else "wfc3_uvis"
+                c = draw_exposure(inst, np.random.default_rng([seed, _VAL_COND, 1000 + j]),
+                                  config.data)
+                sky_e = c["sky_rate"] * c["t_long"]
+                zeros = np.zeros((size, size))
+                ref = _noisy_long(zeros, sky_e=sky_e, ron=c["read_noise"],
+                                  rng=np.random.default_rng([seed, _VAL_LONG, 1000 + j]))
+                ref_ccd = CCDData(ref, unit="electron", meta={"EXPTIME": c["t_long"]})
+                r = max(v.ratios)
+                p = synthetic_pair(zeros, ratio=r, t_long=c["t_long"], sky_rate=c["sky_rate"],
+                                   sky_subtracted=True, read_noise=c["read_noise"],
+                                   dark_current=c["dark_current"],
+                                   rng=np.random.default_rng([seed, _VAL_NOISE, 1000 + j]),
+                                   source=f"blank:{inst}")
+                self.blank.append((f"blank{j}:{inst}", r, p, ref_ccd))
+        self.real_files = []
+        if real_val is not None:
+            for i, row in enumerate(real_val.rows):
+                ccd = real_val.images[i]
+                ccd = _centre_crop(ccd, v.max_size)
+                mask = np.asarray(ccd.mask, dtype=bool) if ccd.mask is not None else None
+                self.real_files.append(str(row["path"]))
+                ref_ccd = CCDData(np.asarray(ccd.data, dtype=np.float64), unit="electron",
+                                  mask=mask, meta={"EXPTIME": float(row["exposure_time"])})
+                from .pairs import _real_dark_current
+
+                for k, r in enumerate(v.ratios):
+                    p = real_pair(ccd.data, mask=mask, exptime=float(row["exposure_time"]),
+                                  ratio=r, read_noise=float(row["read_noise"]),
+                                  dark_current=_real_dark_current(str(row["path"])),
+                                  sky_level=float(row["sky_level"]),
+                                  sky_subtracted=bool(row["sky_subtracted"]),
+                                  rng=np.random.default_rng([seed, _VAL_REAL, i, k]),
+                                  source=f"real:{row['path']}")
+                    self.cases.append((f"real:{row['path']}", r, p, ref_ccd))
+        # fixed batches for the validation L1 loss (epoch 1: never a training item)
+        self.l1_batches = []
+        if v.l1_batches > 0 and (self.pool is not None or real_val is not None):
+            data = copy.deepcopy(config.data)
+            if self.pool is None:
+                data.synthetic_fraction = 0.0
+            elif real_val is None:
+                data.synthetic_fraction = 1.0
+            ds = PairDataset(norm=norm, cond_names=cond_names, data=data, pool=self.pool,
+                             real=real_val, seed=seed)
+            ds.set_epoch(1)
+            b = config.optim.batch_size
+            for k in range(v.l1_batches):
+                items = [ds[k * b + i] for i in range(b)]
+                self.l1_batches.append(tuple(torch.stack(t) for t in zip(*items)))
+
+    def _score(self, reference, test):
+        from ..photometry import photometric_comparison
+
+        v = self.config.validation
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                _, s = photometric_comparison(
+                    reference, test, threshold=v.threshold,
+                    detection_threshold=v.detection_threshold, min_area=v.min_area,
+                    aperture_radius=v.aperture_radius)
+            except (ValueError, RuntimeError) as err:  # e.g. no usable background
+                return {"error": str(err)}
+        return {k: (float(s[k]) if s.get(k) is not None else float("nan"))
+                for k in ("f_measure", "tpr", "precision", "rfe_mean", "n_reference",
+                          "n_test", "n_matched")}
+
+    @staticmethod
+    def _ccd(pair, data=None, *, long=False):
+        from astropy.nddata import CCDData
+
+        values = pair.input if data is None else data
+        mask = pair.mask if pair.mask.any() else None
+        t = pair.exptime * pair.ratio if long else pair.exptime
+        return CCDData(np.asarray(values, dtype=np.float64), unit="electron", mask=mask,
+                       meta={"EXPTIME": t})
+
+    def baseline(self):
+        """Metrics of the noisy inputs (scaled to the long exposure)."""
+        out = {"cases": []}
+        for name, r, p, ref in self.cases + self.blank:
+            s = self._score(ref, self._ccd(p, p.input * p.ratio, long=True))
+            out["cases"].append({"image": name, "ratio": r, **s})
+        out.update(self._aggregate(out["cases"]))
+        return out
+
+    def _aggregate(self, cases):
+        agg = {}
+        scored = [c for c in cases if not c["image"].startswith("blank") and "error" not in c]
+        for key, col in (("f_measure", "val_f_measure"), ("tpr", "val_tpr"),
+                         ("precision", "val_precision"), ("rfe_mean", "val_rfe")):
+            vals = [c[key] for c in scored if np.isfinite(c.get(key, np.nan))]
+            agg[col] = float(np.mean(vals)) if vals else float("nan")
+        for r in self.config.validation.ratios:
+            vals = [c["f_measure"] for c in scored if c["ratio"] == r
+                    and np.isfinite(c.get("f_measure", np.nan))]
+            agg[f"val_f_r{r:g}"] = float(np.mean(vals)) if vals else float("nan")
+        blank = [c.get("n_test", np.nan) for c in cases if c["image"].startswith("blank")]
+        agg["val_blank_detections"] = float(np.sum(blank)) if blank else float("nan")
+        return agg
+
+    def run(self, net, step):
+        import torch
+
+        from ..denoise import denoise_ccd
+
+        v = self.config.validation
+        was_training = net.training
+        net.eval()
+        result = {}
+        try:
+            if self.l1_batches:
+                total, count = 0.0, 0
+                with torch.no_grad():
+                    for x, cond, target, valid in self.l1_batches:
+                        x, cond = x.to(self.device), cond.to(self.device)
+                        target, valid = target.to(self.device), valid.to(self.device)
+                        pred = net(x, cond)
+                        _, parts = training_loss(pred, target, valid, self.config.loss)
+                        total += float(parts["l1"])
+                        count += 1
+                result["val_l1"] = total / count
+            info = {"normalization": self.norm, "metadata": {"name": "training"},
+                    "name": f"training-step-{step}"}
+            cases = []
+            for name, r, p, ref in self.cases + self.blank:
+                out = denoise_ccd(self._ccd(p), ratio=r, model=(net, info), device=self.device,
+                                  read_noise=p.read_noise, overlap=v.overlap or None)
+                s = self._score(ref, out)
+                cases.append({"image": name, "ratio": r, **s})
+            result.update(self._aggregate(cases))
+            result["cases"] = cases
+        finally:
+            net.train(was_training)
+        return result
+
+
+class _NoDist:
+    enabled = False
+    rank = 0
+
+
+def _centre_crop(ccd, size):
+    ny, nx = ccd.shape
+    if ny <= size and nx <= size:
+        return ccd
+    y0 = max((ny - size) // 2, 0)
+    x0 = max((nx - size) // 2, 0)
+    return ccd[y0:y0 + min(size, ny), x0:x0 + min(size, nx)]
+
+
+# ---------------------------------------------------------------------------
+# logs
+
+
+class _CSVLog:
+    def __init__(self, path, columns, start_step):
+        self.path = path
+        self.columns = list(columns)
+        rows = []
+        if start_step > 0 and os.path.isfile(path):
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames == self.columns:
+                    rows = [r for r in reader if r["step"] and int(r["step"]) <= start_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row):
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer.writerow({k: _fmt(row.get(k)) for k in self.columns})
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+class _Progress:
+    def __init__(self, total, initial, enabled):
+        self.bar = None
+        self.enabled = enabled
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, initial=initial, desc="astro_unet train",
+                                unit="step", dynamic_ncols=True)
+
+    def update(self, n, **postfix):
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def line(self, text):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def _rng_state(device):
+    import torch
+
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"name": np_state[0], "key": torch.from_numpy(np_state[1].astype(np.int64)),
+                       "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                       "cached_gaussian": float(np_state[4])},
+             "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state, device):
+    import torch
+
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resolve_resume(resume, run_dir):
+    if resume is None or resume is False:
+        return None
+    if resume is True or resume == "auto":
+        path = os.path.join(run_dir, "last.pt")
+        return path if os.path.isfile(path) else None
+    path = os.fspath(resume)
+    if os.path.isdir(path):
+        path = os.path.join(path, "last.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# the record
+
+
+def _machine(device, dist):
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "numpy": np.__version__, "device": str(device), "world_size": dist.world}
+    try:
+        import galsim
+
+        info["galsim"] = galsim.__version__
+    except ImportError:
+        info["galsim"] = None
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+        info["num_threads"] = torch.get_num_threads()
+    return info
+
+
+def _ratios_record(config):
+    d = config.data
+    paper = [float(r) for r in d.paper_ratios]
+    cont = [float(d.ratio_range[0]), float(d.ratio_range[1])]
+    if d.ratio_schedule == "paper":
+        return {"schedule": "paper", "values": paper}
+    if d.ratio_schedule == "continuous":
+        return {"schedule": "continuous", "range": cont}
+    return {"schedule": "mixed", "values": paper, "range": cont}
+
+
+def _instruments_record(config, files):
+    out = []
+    if config.data.synthetic_fraction > 0:
+        out += [f"synthetic:{k}" for k, w in sorted(config.data.instruments.items()) if w > 0]
+    if config.data.synthetic_fraction < 1:
+        out += sorted({f"real:{f['path'].split('/')[0]}" for f in files})
+    return out
+
+
+def _version():
+    try:
+        from .. import __version__
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return __version__
+
+
+# ---------------------------------------------------------------------------
+# train
+
+
+def train(config, *, resume=None, output=None, progress=True, stop_at_step=None):
+    """
+    Train an Astro U-net and export it (see the module docstring).
+
+    Parameters
+    ----------
+    config : `~astro_unet.training.TrainingConfig`, str, path-like or dict
+        The configuration (a file, a shipped name such as ``"smoke"``, or a
+        dict: passed to `~astro_unet.training.load_config`).
+    resume : str, path-like or bool, optional
+        A checkpoint file or run directory to continue from; ``True`` or
+        ``"auto"``: the run directory's ``last.pt`` if it exists.
+    output : str or path-like, optional
+        The model file to write (default: the configuration's
+        ``run.output``, else ``<run_dir>/<name>.pt``).
+    progress : bool, optional
+        Show a progress bar (rank 0).
+    stop_at_step : int, optional
+        Stop after this step (checkpoint and export as at the end) although
+        the schedule runs to ``optim.steps``, as a time limit would.
+
+    Returns
+    -------
+    path : str
+        The exported model file (on every rank).
+
+    Raises
+    ------
+    ConfigError
+        Invalid configuration.
+    FloatingPointError
+        The loss became NaN or infinite.
+
+    Examples
+    --------
+    A few steps of the tiny ``smoke`` configuration (needs GalSim):
+
+    >>> import tempfile
+    >>> from astro_unet.training import load_config, train
+    >>> from astro_unet.model import load_model_file
+    >>> cfg = load_config("smoke", overrides={"run.run_dir": tempfile.mkdtemp(),
+    ...                                       "optim.steps": 2, "validation.blank_scenes": 0})
+    >>> path = train(cfg, progress=False)  # doctest: +IGNORE_OUTPUT
+    >>> net, info = load_model_file(path)
+    >>> info["metadata"]["training"]["steps"]
+    2
+    """
+    import torch
+
+    if not isinstance(config, TrainingConfig):
+        config = load_config(config)
+    dist = _Dist()
+    device = _select_device(config.run.device, dist)
+    dist.init(device)
+    fork_devices = [device.index] if device.type == "cuda" else []
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            return _train(config, dist, device, resume=resume, output=output,
+                          progress=progress, stop_at_step=stop_at_step)
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_det_warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
+        dist.close()
+
+
+def _train(config, dist, device, *, resume, output, progress, stop_at_step):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..model import AstroUNet, save_model
+    from .pairs import PairDataset
+
+    t_start = time.time()
+    run = config.run
+    cfg_o = config.optim
+    rank0 = dist.rank == 0
+    run_dir = config.run_dir
+    output = os.fspath(output) if output is not None else config.output_path
+    if run.num_threads:
+        torch.set_num_threads(run.num_threads)
+    if run.deterministic:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        else:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if cfg_o.batch_size % dist.world:
+        raise ValueError(f"optim.batch_size ({cfg_o.batch_size}) must be a multiple of the "
+                         f"number of processes ({dist.world}).")
+    if rank0:
+        os.makedirs(run_dir, exist_ok=True)
+    dist.barrier()
+
+    # -- model, optimizer, schedule (initialisation from the seed)
+    torch.manual_seed(run.seed)
+    model = AstroUNet(config.model).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg_o.lr, betas=cfg_o.betas,
+                                  weight_decay=cfg_o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, cfg_o))
+
+    # -- resume
+    start_step, wall_before, best = 0, 0.0, None
+    ckpt_path = _resolve_resume(resume, run_dir)
+    if ckpt_path is not None:
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved_model = ckpt["config"]["model"]
+        if saved_model != config.model.to_dict():
+            raise ValueError(f"checkpoint {ckpt_path!r} holds another architecture "
+                             f"({saved_model}) than the configuration ({config.model}).")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_step = int(ckpt["step"])
+        wall_before = float(ckpt.get("wall_time", 0.0))
+        best = ckpt.get("best")
+        _set_rng_state(ckpt["rng"], device)
+        if ckpt["config"] != config.to_dict():
+            _log(f"resuming from {ckpt_path} with a changed configuration", dist.rank)
+        _log(f"resumed from {ckpt_path} at step {start_step}", dist.rank)
+    total_steps = cfg_o.steps
+    last_step = total_steps if stop_at_step is None else min(int(stop_at_step), total_steps)
+
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if run.compile:
+        net = torch.compile(net)
+
+    # -- data
+    d = config.data
+    real = None
+    if d.synthetic_fraction < 1:
+        real = _real_dataset(config, d.train_splits, size=d.crop_size, seed=run.seed)
+    pool = None
+    if d.synthetic_fraction > 0:
+        t0 = time.time()
+        pool = _build_pool(config, seed=run.seed, n=d.pool_size, size=d.scene_size,
+                           cache=os.path.join(run_dir, "scene_pool.npz"), dist=dist,
+                           workers=max(1, min(d.num_workers, os.cpu_count() or 1)))
+        _log(f"synthetic pool: {len(pool)} scenes of {d.scene_size} px "
+             f"({time.time() - t0:.1f} s)", dist.rank)
+    norm = dict(config.normalization)
+    dataset = PairDataset(norm=norm, cond_names=config.model.cond_names, data=d, pool=pool,
+                          real=real, seed=run.seed)
+    # fail early, with a clear message, on a normalization denoise_ccd would refuse
+    try:
+        dataset.arrays(0)
+    except ValueError as err:
+        raise ValueError(f"the configuration's normalization or conditioning is not usable: "
+                         f"{err}") from err
+    sampler = _StepBatches(start_step, last_step, cfg_o.batch_size, dist.rank, dist.world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
+                        generator=torch.Generator().manual_seed(run.seed),
+                        persistent_workers=False,
+                        prefetch_factor=4 if d.num_workers else None)
+
+    # -- validation (rank 0)
+    validator = None
+    val_estimate = 0.0
+    v = config.validation
+    columns = list(CSV_COLUMNS) + [f"val_f_r{r:g}" for r in v.ratios]
+    if rank0:
+        real_val = None
+        if v.real and d.validation_splits:
+            try:
+                real_val = _real_dataset(config, d.validation_splits, size=16, seed=run.seed)
+            except ValueError as err:  # no data directory or no validation image
+                if d.synthetic_fraction < 1:
+                    raise
+                _log(f"no real validation images ({err})")
+        validator = _Validator(config, norm=norm, cond_names=config.model.cond_names,
+                               device=device, run_dir=run_dir, dist=dist, real_val=real_val)
+        if not validator.cases and not validator.blank and not validator.l1_batches:
+            validator = None
+        elif start_step == 0 or not os.path.isfile(
+                os.path.join(run_dir, "validation_baseline.json")):
+            t0 = time.time()
+            base = validator.baseline()
+            # the first estimate of a validation's duration (for the time limit)
+            val_estimate = 3.0 * (time.time() - t0)
+            with open(os.path.join(run_dir, "validation_baseline.json"), "w") as f:
+                json.dump(_plain_json(base), f, indent=1)
+            _log("noisy-input validation metrics: " + ", ".join(
+                f"{k}={base[k]:.3g}" for k in ("val_f_measure", "val_tpr", "val_rfe")
+                if k in base), dist.rank)
+        csv_log = _CSVLog(os.path.join(run_dir, "log.csv"), columns, start_step)
+        if start_step > 0:
+            val_estimate = max(val_estimate, _truncate_validations(run_dir, start_step))
+    bar = _Progress(total_steps, start_step, progress and rank0)
+
+    def checkpoint(step):
+        if not rank0:
+            return
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "step": step,
+                 "rng": _rng_state(device), "config": config.to_dict(),
+                 "wall_time": wall_before + time.time() - t_start, "best": best}
+        path = os.path.join(run_dir, f"checkpoint-{step:08d}.pt")
+        _atomic_torch_save(state, os.path.join(run_dir, "last.pt"))
+        if config.checkpoint.keep > 0:
+            _atomic_torch_save(state, path)
+            olds = sorted(p for p in os.listdir(run_dir)
+                          if p.startswith("checkpoint-") and p.endswith(".pt"))
+            for old in olds[:-config.checkpoint.keep]:
+                os.unlink(os.path.join(run_dir, old))
+
+    def validate(step):
+        nonlocal best
+        t0 = time.time()
+        res = validator.run(model, step)
+        res["val_seconds"] = time.time() - t0
+        f = res.get("val_f_measure", float("nan"))
+        if np.isfinite(f) and (best is None or f > best["f_measure"]):
+            best = {"step": step, "f_measure": float(f),
+                    "state": {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}}
+        with open(os.path.join(run_dir, "validation.jsonl"), "a") as fh:
+            fh.write(json.dumps(_plain_json({"step": step, **res})) + "\n")
+        return res
+
+    # -- the loop
+    limit_s = run.time_limit_minutes * 60.0
+    names = ("loss", "l1", "kl", "nll", "grad_norm")
+    acc = torch.zeros(len(names), device=device)   # summed on the device: no sync per step
+    n_acc, t_last, step_times = 0, time.time(), []
+    val_seconds = val_estimate
+    step = start_step
+    stopped_early = False
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and run.amp else contextlib.nullcontext())
+    net.train()
+    t_prev = time.time()
+    try:
+        for x, cond, target, valid in loader:
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            cond = cond.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            valid = valid.to(device, non_blocking=True)
+            with autocast:
+                pred = net(x, cond)
+            loss, parts = training_loss(pred, target, valid, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg_o.grad_clip > 0:
+                gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_o.grad_clip)
+            else:
+                gn = torch.zeros((), device=device)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            acc += torch.stack([loss.detach(), parts["l1"], parts["kl"], parts["nll"],
+                                gn.detach().float()])
+            n_acc += 1
+
+            do_val = validator is not None and v.every and step % v.every == 0
+            do_ckpt = config.checkpoint.every and step % config.checkpoint.every == 0
+            do_log = (step % run.log_every == 0 or do_val or do_ckpt or step == last_step)
+            if do_log:
+                means = (acc / max(n_acc, 1)).tolist()
+                if not math.isfinite(means[0]):
+                    raise FloatingPointError(
+                        f"the training loss became {means[0]} between steps "
+                        f"{step - n_acc + 1} and {step} (lower optim.lr or set "
+                        "optim.grad_clip).")
+            if do_log and rank0:
+                now = time.time()
+                row = dict(zip(names, means))
+                row.update(step=step, lr=scheduler.get_last_lr()[0],
+                           samples_per_s=n_acc * cfg_o.batch_size / max(now - t_last, 1e-9),
+                           seconds=wall_before + now - t_start)
+                if do_val:
+                    res = validate(step)
+                    val_seconds = max(val_seconds, res["val_seconds"])
+                    row.update({k: res[k] for k in res if k in columns})
+                    bar.line(f"step {step}: " + ", ".join(
+                        f"{k}={res[k]:.4g}" for k in ("val_l1", "val_f_measure", "val_tpr",
+                                                      "val_rfe", "val_blank_detections")
+                        if k in res))
+                csv_log.write(row)
+                bar.update(n_acc, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2g}")
+                if not bar.bar:
+                    bar.line(f"step {step}/{total_steps} loss {row['loss']:.4g} "
+                             f"lr {row['lr']:.3g}")
+            if do_log:
+                acc.zero_()
+                n_acc, t_last = 0, time.time()
+            if do_ckpt:
+                checkpoint(step)
+            now = time.time()
+            step_times.append(now - t_prev)       # data + compute (+ logs, validation)
+            t_prev = now
+            if step >= last_step:
+                break
+            if limit_s:
+                elapsed = now - t_start
+                per_step = float(np.median(step_times[-50:]))
+                # room for a last checkpoint, the final validation and the export
+                reserve = 15.0 + 2.0 * val_seconds + 3.0 * per_step
+                flag = elapsed + reserve >= limit_s
+                if dist.any_flag(flag, device):
+                    stopped_early = True
+                    _log(f"time limit: stopping after step {step} "
+                         f"({elapsed / 60:.1f} of {run.time_limit_minutes:g} min)", dist.rank)
+                    break
+    except KeyboardInterrupt:
+        _log(f"interrupted at step {step}: writing a checkpoint", dist.rank)
+        checkpoint(step)
+        bar.close()
+        raise
+    bar.close()
+    if step > start_step and not (config.checkpoint.every and step % config.checkpoint.every == 0):
+        checkpoint(step)
+
+    # -- final validation, export
+    final_val = None
+    if rank0 and validator is not None and step > start_step and \
+            not (v.every and step % v.every == 0):
+        final_val = validate(step)
+        row = {"step": step, "lr": scheduler.get_last_lr()[0],
+               "seconds": wall_before + time.time() - t_start}
+        row.update({k: final_val[k] for k in final_val if k in columns})
+        csv_log.write(row)
+    digests = dist.gather(_params_digest(model))
+    if rank0:
+        export_model = model
+        exported = "final"
+        if config.checkpoint.export == "best" and best is not None:
+            export_model = AstroUNet(config.model)
+            export_model.load_state_dict(best["state"])
+            exported = f"best (step {best['step']}, F {best['f_measure']:.4f})"
+        wall = wall_before + time.time() - t_start
+        files = _data_files(config, real)
+        table = config.data.exposure_table or "astro_unet/training/exposures.ecsv (shipped)"
+        record = {
+            "command": _command_line(),
+            "config": config.to_dict(),
+            "config_source": config.source,
+            "data": {
+                "exposure_table": table,
+                "files": files,
+                "train_splits": list(d.train_splits) if real is not None else [],
+                "validation_files": list(validator.real_files) if validator else [],
+                "synthetic_fraction": float(d.synthetic_fraction),
+                "synthetic_pool": pool.description if pool is not None else None,
+            },
+            "seed": int(run.seed),
+            "steps": int(step),
+            "planned_steps": int(total_steps),
+            "stopped_early": bool(stopped_early or step < total_steps),
+            "exported": exported,
+            "samples": int(step * cfg_o.batch_size),
+            "wall_time_s": round(wall, 1),
+            "machine": _machine(device, dist),
+            "distributed": {"world_size": dist.world, "backend": dist.backend,
+                            "parameter_digests": digests,
+                            "ranks_identical": len(set(digests)) == 1},
+            "validation": _val_summary(final_val if final_val is not None else
+                                       _last_validation(run_dir)),
+            "best_validation": ({"step": best["step"], "f_measure": best["f_measure"]}
+                                if best else None),
+            "astro_unet": _version(),
+        }
+        metadata = {
+            "name": run.name,
+            "description": run.description,
+            "version": run.version,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "instruments": _instruments_record(config, files),
+            "ratios": _ratios_record(config),
+            "units": "electron (short-exposure counts; denoise_ccd converts any unit it "
+                     "accepts)",
+            "training": record,
+        }
+        metadata = _plain_json(metadata)  # plain types only, NaN -> None
+        out_dir = os.path.dirname(os.path.abspath(output))
+        os.makedirs(out_dir, exist_ok=True)
+        digest = save_model(export_model, output, normalization=norm, metadata=metadata)
+        sidecar = os.path.splitext(output)[0] + ".json"
+        with open(sidecar, "w") as f:
+            json.dump({"model": os.path.basename(output), "sha256": digest,
+                       "config": config.model.to_dict(), "normalization": norm,
+                       "metadata": metadata}, f, indent=1)
+        _log(f"exported {output} (sha256 {digest[:12]}..., {step} steps, {wall / 60:.1f} min)")
+    dist.barrier()
+    return os.path.abspath(output)
+
+
+def _command_line():
+    """The command that started this process (``python -m`` form for our entry point)."""
+    argv = list(sys.argv)
+    if argv and argv[0].replace(os.sep, "/").endswith("astro_unet/training/__main__.py"):
+        argv = ["python", "-m", "astro_unet.training"] + argv[1:]
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        argv = [f"[torchrun, {os.environ['WORLD_SIZE']} processes]"] + argv
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _plain_json(obj):
+    """A JSON round trip with non-finite floats replaced by None."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer, np.bool_)):
+            return clean(x.item())
+        return x
+    return json.loads(json.dumps(clean(obj), default=str))
+
+
+def _truncate_validations(run_dir, step):
+    """Drop validations after ``step`` (a resumed run redoes them); their longest duration."""
+    path = os.path.join(run_dir, "validation.jsonl")
+    if not os.path.isfile(path):
+        return 0.0
+    with open(path) as f:
+        kept = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in kept if r.get("step", 0) <= step]
+    with open(path, "w") as f:
+        for r in kept:
+            f.write(json.dumps(r) + "\n")
+    return max([float(r.get("val_seconds") or 0.0) for r in kept] or [0.0])
+
+
+def _last_validation(run_dir):
+    path = os.path.join(run_dir, "validation.jsonl")
+    if not os.path.isfile(path):
+        return None
+    last = None
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                last = json.loads(line)
+    return last
+
+
+def _val_summary(res):
+    if not res:
+        return None
+    return {k: v for k, v in res.items() if k != "cases"}
