@@ -270,3 +270,9 @@ def header_of(meta):
         except (ValueError, KeyError, TypeError):
             continue
     return header
+
+
+def output_dtype(ccd):
+    """float32 for single-precision input data (either byte order), else float64."""
+    dtype = np.asarray(ccd.data).dtype
+    return np.float32 if dtype.kind == "f" and dtype.itemsize == 4 else np.float64

@@ -942,7 +942,7 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     factor = (1.0 if rate else r) / scale    # electrons (short) -> output unit
     post = dict(ratio=r, to_model=to_model, factor=factor)
     # float32 images stay float32; everything else becomes float64
-    out_dtype = np.float32 if np.asarray(ccd.data).dtype == np.float32 else np.float64
+    out_dtype = _validation.output_dtype(ccd)
     (result, sigma), tile, batch_size = _run_engine(
         DEFAULT_ENGINE[dev.type], x_model, net, dev, cond, norm=norm, ron=ron,
         tile_size=tile, overlap=ov, batch_size=batch_size, mode=mode, progress=progress,

@@ -72,7 +72,10 @@ def _as_nddata(image, name):
     )
 
 
-def _prepare(image, name, unit, *, exposure_time=None, gain=None):
+ERROR_MODELS = ("background", "declared")
+
+
+def _prepare(image, name, unit, *, exposure_time=None, gain=None, errors="declared"):
     """
     Everything the measurement needs from one image, in ``unit``.
 
@@ -98,7 +101,7 @@ def _prepare(image, name, unit, *, exposure_time=None, gain=None):
 
     uncertainty = None
     ignored = ""
-    unc = ccd.uncertainty
+    unc = ccd.uncertainty if errors == "declared" else None
     if unc is not None and not isinstance(unc, StdDevUncertainty):
         try:
             unc = unc.represent_as(StdDevUncertainty)
@@ -120,7 +123,7 @@ def _prepare(image, name, unit, *, exposure_time=None, gain=None):
     if gain is not None:
         _validation.get_gain(ccd, gain)
     poisson_scale = None
-    if uncertainty is None:
+    if uncertainty is None and errors == "declared":
         try:
             scale, _ = _validation.electron_scale(
                 ccd, exposure_time=exposure_time, gain=gain
@@ -128,7 +131,9 @@ def _prepare(image, name, unit, *, exposure_time=None, gain=None):
             poisson_scale = scale / factor
         except (u.UnitsError, ValueError):
             poisson_scale = None
-    if uncertainty is not None:
+    if errors == "background":
+        model = "measured background rms only (SExtractor GAIN = 0)"
+    elif uncertainty is not None:
         model = "uncertainty (taken as the total per-pixel error)"
     elif poisson_scale is not None:
         model = f"background rms + source Poisson ({poisson_scale:.6g} electron per {unit})"
@@ -342,7 +347,7 @@ def photometric_comparison(reference, test, *, input=None, detection_threshold=7
                            min_area=10, aperture_radius=5.0, match_radius=2.0,
                            background_box=64, background_filter=3, nlevels=32,
                            contrast=0.005, threshold="self", match="auto",
-                           exposure_time=None, gain=None):
+                           errors="background", exposure_time=None, gain=None):
     r"""
     Detect, measure and cross-match sources in a reference and a test image.
 
@@ -360,7 +365,13 @@ def photometric_comparison(reference, test, *, input=None, detection_threshold=7
     everywhere.  Reference and test detections are then matched one-to-one
     (closest pairs first, each detection used once) within ``match_radius``.
 
-    Flux errors (per pixel, summed in quadrature over the aperture):
+    Flux errors (per pixel, summed in quadrature over the aperture) with
+    ``errors="background"`` (default) are the background rms map measured on
+    each image itself, as SExtractor does with ``GAIN = 0``.  This is what the
+    SNR gain should compare: a denoised image's declared uncertainty is a
+    model (or an estimate), and its ``EXPTIME`` is the long exposure's, so
+    either would report the noise it is supposed to have rather than the noise
+    it has.  With ``errors="declared"``:
 
     - if the image has an ``uncertainty``, it is taken as the total per-pixel
       standard deviation;
@@ -419,10 +430,15 @@ def photometric_comparison(reference, test, *, input=None, detection_threshold=7
         with each image's celestial WCS (``match_radius`` converted to arcsec
         with the reference pixel scale); 'auto' (default): 'sky' when both
         images have a celestial FITS WCS, else 'pixel'.
+    errors : {'background', 'declared'}, optional
+        How flux errors (and so SNR) are computed: 'background' (default) from
+        the measured background rms only; 'declared' from the images'
+        uncertainties, else background rms plus source Poisson noise (see
+        above).
     exposure_time, gain : float, `~astropy.units.Quantity` or dict, optional
         Override the ``EXPTIME`` / ``GAIN`` header values used for the Poisson
-        term: one value for all images or a dict with keys 'reference',
-        'test', 'input'.
+        term of ``errors="declared"``: one value for all images or a dict with
+        keys 'reference', 'test', 'input'.
 
     Returns
     -------
@@ -488,11 +504,14 @@ def photometric_comparison(reference, test, *, input=None, detection_threshold=7
     if not 0 <= contrast <= 1:
         raise ValueError(f"contrast must be in [0, 1], got {contrast}.")
 
-    ref = _prepare(reference, "reference", None,
+    if errors not in ERROR_MODELS:
+        raise ValueError(f"errors must be one of {ERROR_MODELS}, got {errors!r}.")
+    ref = _prepare(reference, "reference", None, errors=errors,
                    exposure_time=_per_image(exposure_time, "reference"),
                    gain=_per_image(gain, "reference"))
     unit = ref["unit"]
-    tst = _prepare(test, "test", unit, exposure_time=_per_image(exposure_time, "test"),
+    tst = _prepare(test, "test", unit, errors=errors,
+                   exposure_time=_per_image(exposure_time, "test"),
                    gain=_per_image(gain, "test"))
     if tst["data"].shape != ref["data"].shape:
         raise ValueError(
@@ -501,7 +520,8 @@ def photometric_comparison(reference, test, *, input=None, detection_threshold=7
         )
     inp = None
     if input is not None:
-        inp = _prepare(input, "input", unit, exposure_time=_per_image(exposure_time, "input"),
+        inp = _prepare(input, "input", unit, errors=errors,
+                       exposure_time=_per_image(exposure_time, "input"),
                        gain=_per_image(gain, "input"))
         if inp["data"].shape != ref["data"].shape:
             raise ValueError(

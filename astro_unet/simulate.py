@@ -444,7 +444,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
         result[bad] = expected[bad]
         sigma[~finite] = np.nan
 
-    dtype = np.float32 if np.asarray(ccd.data).dtype == np.float32 else np.float64
+    dtype = _validation.output_dtype(ccd)
     result = result.astype(dtype, copy=False)
     sigma = sigma.astype(dtype, copy=False)
 

@@ -211,31 +211,48 @@ def test_flux_error_models(stars):
     x, y, f = stars
     area = np.pi * 5.0**2
     # background rms only
-    t0, _ = photometric_comparison(field(x, y, f, seed=1), field(x, y, f, seed=2))
+    t0, _ = photometric_comparison(field(x, y, f, seed=1), field(x, y, f, seed=2),
+                                   errors="declared")
     assert_allclose(t0["flux_ref_err"].value, np.sqrt(area), rtol=0.05)
     assert "background rms only" in t0.meta["error_model"]["reference"]
+    D = dict(errors="declared")
     # with EXPTIME: + source Poisson noise F / t (electron/s data)
     meta = {"EXPTIME": 10.0}
     t1, _ = photometric_comparison(field(x, y, f, seed=1, meta=meta),
-                                   field(x, y, f, seed=2, meta=meta))
+                                   field(x, y, f, seed=2, meta=meta), **D)
     expected = np.sqrt(area * 1.0 + t1["flux_ref"].value / 10.0)
     assert_allclose(t1["flux_ref_err"].value, expected, rtol=0.05)
     assert "Poisson (10 electron per" in t1.meta["error_model"]["reference"]
     # exposure_time per image overrides the header
     t2, _ = photometric_comparison(field(x, y, f, seed=1, meta=meta),
                                    field(x, y, f, seed=2, meta=meta),
-                                   exposure_time={"reference": 1000.0})
+                                   exposure_time={"reference": 1000.0}, **D)
     assert np.all(t2["flux_ref_err"] < t1["flux_ref_err"])
     assert_allclose(t2["flux_test_err"], t1["flux_test_err"])
     # a StdDevUncertainty is the full error
     unc = field(x, y, f, seed=1, uncertainty=StdDevUncertainty(np.full(SHAPE, 2.0)))
-    t3, _ = photometric_comparison(unc, unc)
+    t3, _ = photometric_comparison(unc, unc, **D)
     assert_allclose(t3["flux_ref_err"].value, 2.0 * np.sqrt(area), rtol=1e-6)
     # other uncertainty classes are converted (inverse variance 0.25 -> sigma 2)
     ivar = field(x, y, f, seed=1, uncertainty=InverseVariance(np.full(SHAPE, 0.25)))
-    t4, _ = photometric_comparison(ivar, ivar)
+    t4, _ = photometric_comparison(ivar, ivar, **D)
     assert_allclose(t4["flux_ref_err"].value, 2.0 * np.sqrt(area), rtol=1e-6)
     assert t4.meta["error_model"]["test"].startswith("uncertainty")
+
+
+def test_default_errors_ignore_declared_uncertainty(stars):
+    """SNR comes from the measured background: a claimed tiny uncertainty changes nothing."""
+    x, y, f = stars
+    plain = field(x, y, f, seed=1, meta={"EXPTIME": 10.0})
+    claimed = field(x, y, f, seed=1, meta={"EXPTIME": 1e6},
+                    uncertainty=StdDevUncertainty(np.full(SHAPE, 1e-3)))
+    t_plain, s_plain = photometric_comparison(plain, plain, input=plain)
+    t_claim, s_claim = photometric_comparison(plain, claimed, input=plain)
+    assert_allclose(t_claim["flux_test_err"], t_plain["flux_test_err"])
+    assert_allclose(s_claim["snr_gain"], 1.0)
+    assert "measured background" in t_claim.meta["error_model"]["test"]
+    with pytest.raises(ValueError, match="errors must be one of"):
+        photometric_comparison(plain, plain, errors="made-up")
 
 
 def test_units_are_converted(stars, reference):

@@ -160,3 +160,10 @@ def test_sample_image():
     assert ccd.wcs.has_celestial
     assert np.isfinite(ccd.data).all()
     assert fits.getheader(sample_image_path())["TELESCOP"] == "HST"
+
+
+def test_output_dtype_any_byte_order():
+    for dt, expected in (("<f4", np.float32), (">f4", np.float32), (">f8", np.float64),
+                         ("i2", np.float64)):
+        assert v.output_dtype(make_ccd().__class__(np.zeros((2, 2), dtype=dt),
+                                                   unit="electron")) is expected
