@@ -332,8 +332,7 @@ def estimate_gain_from_noise(data, *, mask=None, sky_subtracted=False, subtracte
     the correlation-corrected background variance per pixel
     (`measure_noise`).  Two methods:
 
-    ``"background"`` (default unless the sky was subtracted and its level
-    is unknown)
+    ``"background"`` (default unless the sky was subtracted and is unknown)
         Poisson statistics of the background plus read noise :math:`R`
         give :math:`V k^2 = (B + s) k + S + R^2`, with :math:`s`
         (``subtracted_sky``, data units) and :math:`S`
