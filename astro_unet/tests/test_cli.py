@@ -565,3 +565,106 @@ def test_demo_runs_the_main_job(tmp_path, capsys):
     assert denoised.header["DNRATIO"] == 3
     # a second run refuses to overwrite
     assert main(["demo", "--model", str(model), "--output-dir", str(out), "--ratio", "3"]) == 1
+
+
+# --------------------------------------------------------------------------
+# denoise: several files on Dask
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """Address of a small in-process Dask cluster (two single-threaded workers)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1,
+                                  protocol="tcp", host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster.scheduler_address
+
+
+def test_denoise_several_files_on_a_scheduler(capsys, tmp_path, model_file, dask_scheduler):
+    a = write_mef(tmp_path / "a.fits")
+    b = write_mef(tmp_path / "b.fits", data=scene(seed=5))
+    out = tmp_path / "out"
+    options = ["--output-dir", out, "--ratio", "2", "--model", model_file, "--device", "cpu",
+               "--tile-size", "16", "--overlap", "4", "--scheduler", dask_scheduler]
+    code, stdout, err = run(capsys, "denoise", a, b, *options)
+    assert code == 0, err
+    assert "Denoised 2, skipped 0" in stdout and "failed 0 of 2 files" in stdout
+    assert str(out / "a_denoised.fits") in stdout
+    for src in (a, b):
+        dst = out / (src.stem + "_denoised.fits")
+        assert_hdus_unchanged(src, dst, skip=("SCI",))
+        expected = direct_denoise(src, 1, ratio=2, model=str(model_file), device="cpu",
+                                  tile_size=16, overlap=4)
+        assert_allclose(fits.getdata(dst, "SCI"), expected.data.astype(np.float32))
+    # a rerun skips both; a bad file fails alone and sets the exit status
+    (tmp_path / "bad.fits").write_bytes(b"this is not a FITS file\n" * 200)
+    code, stdout, err = run(capsys, "denoise", a, b, tmp_path / "bad.fits", *options)
+    assert code == 1
+    assert "Denoised 0, skipped 2" in stdout and "failed 1 of 3 files" in stdout
+    assert "does not appear to be a valid FITS file" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_denoised.fits", "b_denoised.fits"]
+
+
+def test_denoise_directory_with_workers(capsys, tmp_path, model_file, monkeypatch):
+    from astro_unet import batch
+
+    made = []
+    original = batch._local_cluster
+
+    def in_process_cluster(workers, processes=True):
+        made.append(workers)
+        return original(workers, processes=False)  # quicker to start than processes
+
+    monkeypatch.setattr(batch, "_local_cluster", in_process_cluster)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        write_mef(folder / f"f{i}.fits", data=scene(seed=i))
+    code, stdout, err = run(capsys, "denoise", folder, "--ratio", "2", "--model", model_file,
+                            "--device", "cpu", "--workers", "2", "--suffix", "_dn")
+    assert code == 0, err
+    assert made == [2]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "f0.fits", "f0_dn.fits", "f1.fits", "f1_dn.fits", "f2.fits", "f2_dn.fits"]
+    # the outputs of the first run are not inputs of the second
+    code, stdout, err = run(capsys, "denoise", str(folder / "*.fits"), "--ratio", "2",
+                            "--model", model_file, "--device", "cpu", "--suffix", "_dn")
+    assert code == 0, err
+    assert "skipped 3" in stdout and "of 3 files" in stdout
+
+
+def test_denoise_single_file_output_dir_and_suffix(capsys, tmp_path, model_file):
+    src = write_mef(tmp_path / "one.fits")
+    out = tmp_path / "results"
+    out.mkdir()
+    code, stdout, err = run(capsys, "denoise", src, "--output-dir", out, "--suffix", "_x2",
+                            "--ratio", "2", "--model", model_file, "--device", "cpu")
+    assert code == 0, err
+    assert stdout.strip() == f"Wrote {out / 'one_x2.fits'}"  # the single-file path, no Dask
+    assert fits.getheader(out / "one_x2.fits", "SCI")["DNRATIO"] == 2
+
+
+def test_denoise_several_files_usage_errors(capsys, tmp_path, model_file):
+    a = write_mef(tmp_path / "a.fits")
+    b = write_mef(tmp_path / "b.fits")
+    code, _, err = run(capsys, "denoise", a, b, "-o", tmp_path / "x.fits", "--ratio", "2")
+    assert_one_line_error(code, err, "with several inputs, a directory or a glob use "
+                                     "--output-dir")
+    code, _, err = run(capsys, "denoise", a, b, "--ratio", "2", "--progress")
+    assert_one_line_error(code, err, "--progress shows the tiles of one image")
+    code, _, err = run(capsys, "denoise", a, "--ratio", "2", "-o", tmp_path / "x.fits",
+                       "--output-dir", tmp_path)
+    assert_one_line_error(code, err, "give either -o/--output or --output-dir")
+    code, _, err = run(capsys, "denoise", a, b, "--ratio", "2", "--workers", "2",
+                       "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "not allowed with" in err
+    code, _, err = run(capsys, "denoise", a, b, "--ratio", "2", "--workers", "0")
+    assert code == 2 and "must be > 0" in err
+    code, _, err = run(capsys, "denoise", str(tmp_path / "*.fts"), "--ratio", "2",
+                       "--model", model_file)
+    assert_one_line_error(code, err, "no FITS file matches")
+    code, _, err = run(capsys, "denoise", a, b, "--ratio", "2", "--model",
+                       tmp_path / "missing.pt")
+    assert_one_line_error(code, err, "missing.pt does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits", "b.fits"]
