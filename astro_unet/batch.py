@@ -65,7 +65,6 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from . import _validation
-from ._logging import log_step, set_keyword
 
 __all__ = ["denoise_files", "denoise_large", "LargeResult"]
 
@@ -1144,32 +1143,9 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     if unit is not None:
         meta["BUNIT"] = unit.to_string()
     uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"
-    metadata = info.get("metadata") or {}
-    version = metadata.get("version", info.get("format_version", "unknown"))
-    sha = str(info.get("sha256", "unknown"))
-    card = denoise._card
-    keywords = {
-        "DNMODEL": card(str(info.get("name", "unknown")), "astro_unet model name"),
-        "DNVER": card(str(version), "model version"),
-        "DNSHA256": card(sha, ""),
-        "DNSHAOF": ("weights" if info.get("sha_note") else "file",
-                    "DNSHA256 of the model file or of its weights"),
-        "DNRATIO": (r, "exposure-time ratio r of denoise_ccd"),
-        "DNTILE": (int(tile), "[px] tile size"),
-        "DNOVERLP": (int(ov), "[px] minimum tile overlap"),
-        "DNMODE": (mode, "tile blending (feather or paper)"),
-        "DNDEVICE": (dev.type, "torch device type used"),
-        "DNUNCERT": (uncert_kind, "origin of the output uncertainty"),
-    }
-    if noise is not None:
-        keywords["DNNOISE"] = (float(f"{noise / to_model:.6g}"),
-                               "[e-] background noise of the input")
-    log_step(meta, f"denoise_large(ratio={r:g}, model={keywords['DNMODEL'][0]!r}, "
-                   f"mode={mode!r})", keywords)
-    if exptime is not None:
-        keys = [k for k in _validation.EXPTIME_KEYWORDS if k in meta] or ["EXPTIME"]
-        for key in keys:
-            set_keyword(meta, key, exptime * r, "[s] short exposure x DNRATIO")
+    denoise._record_denoise(meta, "denoise_large", info=info, ratio=r, tile=tile, overlap=ov,
+                            mode=mode, device=dev, uncert_kind=uncert_kind, noise=noise,
+                            to_model=to_model, exptime=exptime)
 
     if output_path is None:
         return LargeResult(data, sigma, mask, meta)

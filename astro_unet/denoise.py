@@ -774,6 +774,37 @@ def _run_engine(engine, x_model, net, device, cond, *, tile_size, overlap, batch
                         f"batch_size={batch_size}, tile_size={tile_size}.")
 
 
+def _record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, uncert_kind,
+                    noise, to_model, exptime):
+    """Write the ``DN*`` keywords, the ``HISTORY`` line and ``EXPTIME = t r`` into ``meta``."""
+    metadata = info.get("metadata") or {}
+    version = metadata.get("version", info.get("format_version", "unknown"))
+    sha = str(info.get("sha256", "unknown"))
+    keywords = {
+        "DNMODEL": _card(str(info.get("name", "unknown")), "astro_unet model name"),
+        "DNVER": _card(str(version), "model version"),
+        "DNSHA256": _card(sha, ""),
+        "DNSHAOF": ("weights" if info.get("sha_note") else "file",
+                    "DNSHA256 of the model file or of its weights"),
+        "DNRATIO": (ratio, "exposure-time ratio r of denoise_ccd"),
+        "DNTILE": (int(tile), "[px] tile size"),
+        "DNOVERLP": (int(overlap), "[px] minimum tile overlap"),
+        "DNMODE": (mode, "tile blending (feather or paper)"),
+        "DNDEVICE": (device.type, "torch device type used"),
+        "DNUNCERT": (uncert_kind, "origin of the output uncertainty"),
+    }
+    if noise is not None:
+        keywords["DNNOISE"] = (float(f"{noise / to_model:.6g}"),
+                               "[e-] background noise of the input")
+    log_step(meta, f"{call}(ratio={ratio:g}, model={keywords['DNMODEL'][0]!r}, "
+                   f"mode={mode!r})", keywords)
+    if exptime is not None:
+        keys = [k for k in _validation.EXPTIME_KEYWORDS if k in meta] or ["EXPTIME"]
+        for key in keys:
+            set_keyword(meta, key, exptime * ratio, "[s] short exposure x DNRATIO")
+    return meta
+
+
 def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, overlap=None,
                 batch_size=None, progress=False, exposure_time=None, gain=None,
                 read_noise=None, mode="feather"):
@@ -955,31 +986,9 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
 
     # --- metadata
     meta = deepcopy(ccd.meta)
-    metadata = info.get("metadata") or {}
-    version = metadata.get("version", info.get("format_version", "unknown"))
-    sha = str(info.get("sha256", "unknown"))
-    keywords = {
-        "DNMODEL": _card(str(info.get("name", "unknown")), "astro_unet model name"),
-        "DNVER": _card(str(version), "model version"),
-        "DNSHA256": _card(sha, ""),
-        "DNSHAOF": ("weights" if info.get("sha_note") else "file",
-                    "DNSHA256 of the model file or of its weights"),
-        "DNRATIO": (r, "exposure-time ratio r of denoise_ccd"),
-        "DNTILE": (int(tile), "[px] tile size"),
-        "DNOVERLP": (int(ov), "[px] minimum tile overlap"),
-        "DNMODE": (mode, "tile blending (feather or paper)"),
-        "DNDEVICE": (dev.type, "torch device type used"),
-        "DNUNCERT": (uncert_kind, "origin of the output uncertainty"),
-    }
-    if noise is not None:
-        keywords["DNNOISE"] = (float(f"{noise / to_model:.6g}"),
-                               "[e-] background noise of the input")
-    log_step(meta, f"denoise_ccd(ratio={r:g}, model={keywords['DNMODEL'][0]!r}, "
-                   f"mode={mode!r})", keywords)
-    if exptime is not None:
-        keys = [k for k in _validation.EXPTIME_KEYWORDS if k in meta] or ["EXPTIME"]
-        for key in keys:
-            set_keyword(meta, key, exptime * r, "[s] short exposure x DNRATIO")
+    _record_denoise(meta, "denoise_ccd", info=info, ratio=r, tile=tile, overlap=ov, mode=mode,
+                    device=dev, uncert_kind=uncert_kind, noise=noise, to_model=to_model,
+                    exptime=exptime)
 
     return _validation.new_like(ccd, result, uncertainty=StdDevUncertainty(sigma),
                                 mask=bad, meta=meta)
