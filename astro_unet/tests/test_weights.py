@@ -414,3 +414,24 @@ def test_local_invalid_file(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="junk.pt"):
         load_model(path)
+
+
+def test_bundled_default_denoises_offline():
+    """A fresh install: the bundled default loads from the package without a network."""
+    import numpy as np
+    from astropy.utils.data import conf as data_conf
+
+    from astro_unet import denoise_ccd, load_sample_image, simulate_short_exposure
+
+    name = weights._ALIASES["default"]
+    assert name is not None and weights.REGISTRY[name].bundled
+    with data_conf.set_temp("allow_internet", False):
+        net, info = load_model("default")
+        assert info["sha256"] == weights.REGISTRY[name].sha256
+        assert verify_model(name)
+        short = simulate_short_exposure(load_sample_image(), 2, seed=3)
+        out = denoise_ccd(short, ratio=2, device="cpu")
+    assert out.meta["DNMODEL"] == name
+    assert np.isfinite(out.data).all()
+    # flux is kept: the summed image changes by well under a per cent
+    assert abs(out.data.sum() / short.data.sum() - 1) < 0.01
