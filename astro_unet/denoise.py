@@ -568,15 +568,25 @@ def _resolve_model(model, device):
     return entry[1], info
 
 
-def _default_overlap(net, norm):
-    if norm.get("overlap") is not None:
-        return int(norm["overlap"])
+def recommended_overlap(net):
+    """
+    Tile overlap (pixels) for ``net``: ``ERF_OVERLAP_FACTOR`` times its
+    measured effective receptive-field radius, at least ``MIN_OVERLAP``,
+    rounded up to a multiple of 8.  Training stores it in the model file
+    (``normalization["overlap"]``) so that it is not measured at each use.
+    """
     erf = _erf_cache.get(net)
     if erf is None:
         from .model import effective_receptive_field
 
         erf = _erf_cache[net] = effective_receptive_field(net, fraction=ERF_FRACTION)
     return 8 * math.ceil(max(MIN_OVERLAP, ERF_OVERLAP_FACTOR * erf) / 8)
+
+
+def _default_overlap(net, norm):
+    if norm.get("overlap") is not None:
+        return int(norm["overlap"])
+    return recommended_overlap(net)
 
 
 def _card(value, comment):

@@ -459,7 +459,10 @@ def test_export_record_loads_and_denoises(full_run):
     assert path == os.path.abspath(run_dir / "tiny.pt")
     net, info = load_model_file(path)
     assert info["config"] == cfg.model
-    assert info["normalization"] == cfg.normalization
+    # the export adds the tile overlap measured on the trained network
+    from astro_unet.denoise import recommended_overlap
+
+    assert info["normalization"] == dict(cfg.normalization, overlap=recommended_overlap(net))
     meta = info["metadata"]
     assert meta["name"] == "tiny" and meta["version"] == "1" and meta["created"]
     assert meta["ratios"]["schedule"] == "mixed" and meta["instruments"] == ["real:train.fits"]

@@ -1119,6 +1119,12 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
         metadata = _plain_json(metadata)  # plain types only, NaN -> None
         out_dir = os.path.dirname(os.path.abspath(output))
         os.makedirs(out_dir, exist_ok=True)
+        if norm.get("overlap") is None:
+            # the tile overlap denoise_ccd should use, measured once here on the trained
+            # network rather than at every first use of the model file
+            from ..denoise import recommended_overlap
+
+            norm = dict(norm, overlap=recommended_overlap(export_model))
         digest = save_model(export_model, output, normalization=norm, metadata=metadata)
         sidecar = os.path.splitext(output)[0] + ".json"
         with open(sidecar, "w") as f:
