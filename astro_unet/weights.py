@@ -538,11 +538,11 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
     Examples
     --------
     >>> from astro_unet import load_model
-    >>> try:
-    ...     load_model()
-    ... except ValueError as err:
-    ...     print(str(err)[:44])
-    No default astro_unet model is registered ye
+    >>> net, info = load_model()                 # the bundled default, offline
+    >>> info["name"], net.config.cond_names
+    ('astro-unet-default-v1', ('ratio', 'log_noise'))
+    >>> info["sha256"] == info["model_info"].sha256
+    True
     """
     target = name_or_path
     if isinstance(target, str) and target == "default":
