@@ -7,6 +7,7 @@ ORDER = [
     "plot_cosmic_rays.py",
     "plot_photometry.py",
     "plot_denoise_file.py",
+    "plot_many_files.py",
     "plot_train_tiny.py",
 ]
 

@@ -13,39 +13,16 @@ import os
 import tempfile
 
 import numpy as np
-import torch
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-from astro_unet import denoise_ccd, get_model_path, sample_image_path
+from astro_unet import denoise_ccd, sample_image_path
 from astro_unet.cli import main
-from astro_unet.model import AstroUNet, save_model
 
 path = sample_image_path()
 workdir = tempfile.mkdtemp()
 print(fits.getheader(path)["INSTRUME"], fits.getheader(path)["BUNIT"],
       fits.getheader(path)["EXPTIME"])
-
-# %%
-# The model
-# ---------
-# ``"default"`` is the trained default model.  When none is registered (a
-# development version), a stand-in network whose output equals its input
-# is written to a model file, so that the example still runs; the printed
-# line says which one is used.
-
-model = "default"
-try:
-    get_model_path("default")
-except (ValueError, OSError):
-    net = AstroUNet(base_channels=4, depth=3, residual=True)
-    torch.nn.init.zeros_(net.head.weight)  # zero correction: output = input
-    torch.nn.init.zeros_(net.head.bias)
-    model = os.path.join(workdir, "stand_in.pt")
-    save_model(net, model, normalization={"unit": "electron", "transform": "asinh",
-                                          "scale": 10.0},
-               metadata={"name": "stand-in", "description": "identity network"})
-print("model used:", model if model == "default" else "stand-in (identity)")
 
 # %%
 # From the command line
@@ -56,13 +33,14 @@ print("model used:", model if model == "default" else "stand-in (identity)")
 #
 # Here the same command runs in this Python process through
 # `astro_unet.cli.main`, which takes the command's arguments as a list and
-# returns its exit status.  The unit comes from ``BUNIT``, the exposure time
-# from ``EXPTIME``; ``--unit``, ``--exptime`` and ``--gain`` override them,
-# and ``--hdu SCI,1`` picks an extension of a multi-extension file.
+# returns its exit status.  The model is the bundled trained one unless
+# ``--model`` names another (a registered name or a model file).  The unit
+# comes from ``BUNIT``, the exposure time from ``EXPTIME``; ``--unit``,
+# ``--exptime`` and ``--gain`` override them, and ``--hdu SCI,1`` picks an
+# extension of a multi-extension file.
 
 out_cli = os.path.join(workdir, "denoised_cli.fits")
-status = main(["denoise", path, "--ratio", "2", "--model", model, "--device", "cpu",
-               "-o", out_cli])
+status = main(["denoise", path, "--ratio", "2", "--device", "cpu", "-o", out_cli])
 print("exit status:", status)
 
 # %%
@@ -76,15 +54,16 @@ with fits.open(out_cli) as hdul:
     header = hdul[0].header
     for key in ("EXPTIME", "DNRATIO", "DNMODEL", "DNTILE", "DNOVERLP", "DNUNCERT"):
         print(f"{key:8s} = {header[key]!r:24s} / {header.comments[key]}")
-    print(header["HISTORY"][-1])
+    print("".join(header["HISTORY"]))  # one line, split over 72-character cards
 
 # %%
 # From Python
 # -----------
-# The same with the API: read, denoise, write.
+# The same with the API: read, denoise (``model="default"``, the bundled
+# model, as on the command line), write.
 
 ccd = CCDData.read(path)
-result = denoise_ccd(ccd, ratio=2, model=model, device="cpu")
+result = denoise_ccd(ccd, ratio=2, model="default", device="cpu")
 out_api = os.path.join(workdir, "denoised_api.fits")
 result.write(out_api)
 
