@@ -4,7 +4,6 @@ Run: python benchmarks/noise_statistics.py  (figures quoted in docs/noise_model.
 """
 import math
 import numpy as np
-import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astro_unet import simulate_short_exposure
