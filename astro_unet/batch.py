@@ -564,40 +564,6 @@ def _create_fits(path, hdus):
 # huge mosaics: tiling across blocks
 
 
-def _tiling_parameters(shape, net, norm, dev, *, tile_size, overlap, batch_size, mode):
-    """Tile side, overlap and batch size exactly as `denoise_ccd` chooses them."""
-    from . import denoise
-    from ._config import conf
-    from .tiling import PAPER_STEP, PAPER_TILE_SIZE
-
-    multiple = net.size_multiple
-    if tile_size is None:
-        if mode == "paper":
-            tile = PAPER_TILE_SIZE
-        else:
-            tile = conf.tile_size or norm.get("tile_size") or denoise.DEFAULT_TILE_SIZE[dev.type]
-    else:
-        tile = tile_size
-    tile = denoise._positive_int(tile, "tile_size")
-    tile = min(tile, multiple * math.ceil(max(shape) / multiple))
-    tile = min(tile, denoise.MAX_TILE_SIZE)
-    tile = max(multiple, tile // multiple * multiple)
-    if overlap is None:
-        if mode == "paper":
-            ov = max(0, tile - PAPER_STEP)
-        else:
-            ov = min(denoise._default_overlap(net, norm), tile // 2)
-    else:
-        ov = overlap
-        if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or ov < 0:
-            raise ValueError(f"overlap must be a non-negative integer, got {ov!r}.")
-        ov = int(ov)
-    if batch_size is None:
-        batch_size = conf.batch_size or denoise.DEFAULT_BATCH_SIZE[dev.type]
-    batch_size = denoise._positive_int(batch_size, "batch_size")
-    return tile, ov, batch_size
-
-
 def _axis_needs(bounds, starts, tile):
     """Halo each chunk ``[a, b)`` needs before and after to hold its tiles."""
     starts = np.asarray(starts)
@@ -1065,8 +1031,9 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
         exptime = _validation.get_exposure_time(stand_in, exposure_time, required=True)
     ron = denoise._read_noise_value(read_noise, norm)
     rate = denoise._is_rate(unit)
-    tile, ov, batch = _tiling_parameters(x.shape, net, norm, dev, tile_size=tile_size,
-                                         overlap=overlap, batch_size=batch_size, mode=mode)
+    tile, ov, batch = denoise._tiling_parameters(
+        x.shape, net, norm, dev, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        mode=mode)
     plan = plan_tiles(x.shape, tile_size=tile, overlap=ov, size_multiple=net.size_multiple,
                       fit=mode == "feather")
     to_model = 1.0 / exptime if norm["unit"] == "electron/s" else 1.0

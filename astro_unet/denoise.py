@@ -784,6 +784,39 @@ def _run_engine(engine, x_model, net, device, cond, *, tile_size, overlap, batch
                         f"batch_size={batch_size}, tile_size={tile_size}.")
 
 
+def _tiling_parameters(shape, net, norm, dev, *, tile_size, overlap, batch_size, mode):
+    """Tile side, overlap and batch size for an image of ``shape`` (see `denoise_ccd`)."""
+    multiple = net.size_multiple
+    if tile_size is None:
+        if mode == "paper":
+            tile = PAPER_TILE_SIZE
+        else:
+            tile = conf.tile_size or norm.get("tile_size") or DEFAULT_TILE_SIZE[dev.type]
+    else:
+        tile = tile_size
+    tile = _positive_int(tile, "tile_size")
+    # a tile is never larger than the (padded) image, nor than MAX_TILE_SIZE
+    tile = min(tile, multiple * math.ceil(max(shape) / multiple))
+    if tile > MAX_TILE_SIZE:
+        log.info(f"denoise_ccd: tile_size {tile} reduced to {MAX_TILE_SIZE}.")
+        tile = MAX_TILE_SIZE
+    tile = max(multiple, tile // multiple * multiple)
+    if overlap is None:
+        if mode == "paper":
+            ov = max(0, tile - PAPER_STEP)
+        else:
+            ov = min(_default_overlap(net, norm), tile // 2)
+    else:
+        ov = overlap
+        if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or ov < 0:
+            raise ValueError(f"overlap must be a non-negative integer, got {ov!r}.")
+        ov = int(ov)
+    if batch_size is None:
+        batch_size = conf.batch_size or DEFAULT_BATCH_SIZE[dev.type]
+    batch_size = _positive_int(batch_size, "batch_size")
+    return tile, ov, batch_size
+
+
 def _record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, uncert_kind,
                     noise, to_model, exptime):
     """Write the ``DN*`` keywords, the ``HISTORY`` line and ``EXPTIME = t r`` into ``meta``."""
@@ -934,35 +967,9 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     ron = _read_noise_value(read_noise, norm)
     rate = _is_rate(ccd.unit)
 
-    # --- tiling parameters
-    multiple = net.size_multiple
-    if tile_size is None:
-        if mode == "paper":
-            tile = PAPER_TILE_SIZE
-        else:
-            tile = conf.tile_size or norm.get("tile_size") or DEFAULT_TILE_SIZE[dev.type]
-    else:
-        tile = tile_size
-    tile = _positive_int(tile, "tile_size")
-    # a tile is never larger than the (padded) image, nor than MAX_TILE_SIZE
-    tile = min(tile, multiple * math.ceil(max(data.shape) / multiple))
-    if tile > MAX_TILE_SIZE:
-        log.info(f"denoise_ccd: tile_size {tile} reduced to {MAX_TILE_SIZE}.")
-        tile = MAX_TILE_SIZE
-    tile = max(multiple, tile // multiple * multiple)
-    if overlap is None:
-        if mode == "paper":
-            ov = max(0, tile - PAPER_STEP)
-        else:
-            ov = min(_default_overlap(net, norm), tile // 2)
-    else:
-        ov = overlap
-        if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or ov < 0:
-            raise ValueError(f"overlap must be a non-negative integer, got {ov!r}.")
-        ov = int(ov)
-    if batch_size is None:
-        batch_size = conf.batch_size or DEFAULT_BATCH_SIZE[dev.type]
-    batch_size = _positive_int(batch_size, "batch_size")
+    tile, ov, batch_size = _tiling_parameters(data.shape, net, norm, dev, tile_size=tile_size,
+                                              overlap=overlap, batch_size=batch_size,
+                                              mode=mode)
 
     # --- pixels into the network's space
     nonfinite = ~np.isfinite(data)
