@@ -25,7 +25,7 @@ from astroscrappy import detect_cosmics
 
 from . import _validation
 from ._logging import log_step
-from .simulate import DETECTOR_PRESETS, DetectorPreset
+from .simulate import _preset_from_argument
 
 __all__ = ["clean_cosmic_rays"]
 
@@ -73,21 +73,7 @@ def _resolve_readnoise(ccd, readnoise, detector, gain):
         return value, "argument"
 
     if detector is not None:
-        if isinstance(detector, DetectorPreset):
-            preset = detector
-        elif isinstance(detector, str):
-            name = detector.strip().lower().replace("/", "_").replace("-", "_")
-            if name not in DETECTOR_PRESETS:
-                raise ValueError(
-                    f"Unknown detector {detector!r}; known presets: "
-                    f"{', '.join(sorted(DETECTOR_PRESETS))}. Or pass readnoise=... (electrons)."
-                )
-            preset = DETECTOR_PRESETS[name]
-        else:
-            raise TypeError(
-                "detector must be a preset name or a DetectorPreset, got "
-                f"{type(detector).__name__}."
-            )
+        preset = _preset_from_argument(detector, hint="Or pass readnoise=... (electrons).")
         if preset.read_noise is None:
             raise ValueError(
                 f"Detector preset {preset.name!r} has no read noise: pass readnoise=... "

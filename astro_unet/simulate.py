@@ -147,6 +147,12 @@ def _resolve_detector(ccd, detector):
             if name is not None:
                 return DETECTOR_PRESETS[name]
         return None
+    return _preset_from_argument(
+        detector, hint="Or pass a DetectorPreset, or read_noise=... and dark_current=... directly.")
+
+
+def _preset_from_argument(detector, *, hint):
+    """A `DetectorPreset` from a preset name (any case, '/' or '-' for '_') or a preset."""
     if isinstance(detector, DetectorPreset):
         return detector
     if isinstance(detector, str):
@@ -154,12 +160,11 @@ def _resolve_detector(ccd, detector):
         if key not in DETECTOR_PRESETS:
             raise ValueError(
                 f"Unknown detector {detector!r}; known presets: "
-                f"{', '.join(sorted(DETECTOR_PRESETS))}. Or pass a DetectorPreset, "
-                "or read_noise=... and dark_current=... directly."
+                f"{', '.join(sorted(DETECTOR_PRESETS))}. {hint}"
             )
         return DETECTOR_PRESETS[key]
     raise TypeError(
-        f"detector must be a preset name, a DetectorPreset or None, got {type(detector).__name__}."
+        f"detector must be a preset name or a DetectorPreset, got {type(detector).__name__}."
     )
 
 
