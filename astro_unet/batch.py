@@ -730,8 +730,14 @@ def _strip_counts(strip):
 
 
 def _subsample(values, offset, stride):
-    """Elements ``k`` of ``values`` with ``(offset + k) % stride == 0``."""
-    return values[(-offset) % stride::stride] if stride > 1 else values
+    """
+    Elements ``k`` of ``values`` with ``(offset + k) % stride == 0``.
+
+    A copy: a strided view would keep all of ``values`` alive until the
+    statistics of the whole image are computed, i.e. memory proportional to
+    the image instead of to the subsample.
+    """
+    return values[(-offset) % stride::stride].copy() if stride > 1 else values
 
 
 def _strip_sample(strip, *, scale, to_model, diff_at, pixel_at):
@@ -1045,25 +1051,11 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
         def compute(*args):
             return dask.compute(*args, scheduler="threads", num_workers=workers)
 
-    need_noise = norm.get("scale") == "noise" or "log_noise" in cfg.cond_names
-    need_level = norm.get("offset") == "median"
+    need_noise, need_level = denoise._statistics_needed(norm, cfg.cond_names)
     n_bad, noise, level = _scan(x, scale=scale, to_model=to_model, need_noise=need_noise,
                                 need_level=need_level, compute=compute)
-    # what _resolve_inputs does with the image-wide statistics
-    if norm.get("scale") == "noise":
-        norm = dict(norm, scale=norm["noise_factor"] * noise)
-    if need_level:
-        norm = dict(norm, offset=level)
-    cond = []
-    for name in cfg.cond_names:  # as _resolve_inputs
-        if name == "ratio":
-            cond.append(float(r))
-        elif name == "log_exptime":
-            cond.append(math.log10(exptime))
-        elif name == "read_noise":
-            cond.append(float(ron))
-        else:
-            cond.append(math.log10(noise))
+    norm, cond = denoise._apply_statistics(norm, noise=noise, level=level, ratio=r,
+                                           exptime=exptime, ron=ron, cond_names=cfg.cond_names)
     factor = (1.0 if rate else r) / scale
     # as _validation.output_dtype: single precision (either byte order) stays float32
     single = in_dtype.kind == "f" and in_dtype.itemsize == 4

@@ -349,6 +349,12 @@ def _background_level(values, bad=None):
     return float(np.median(v))
 
 
+def _statistics_needed(norm, cond_names):
+    """``(noise, level)``: whether the normalization or conditioning needs them."""
+    return (norm.get("scale") == "noise" or "log_noise" in cond_names,
+            norm.get("offset") == "median")
+
+
 def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
     """
     Numeric normalization and conditioning vector for one short exposure.
@@ -360,13 +366,25 @@ def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
     noise in the model unit (None when neither needs it).  An ``offset`` of
     ``"median"`` becomes the median of the usable pixels.
     """
-    noise = None
-    if norm.get("scale") == "noise" or "log_noise" in cond_names:
-        noise = _background_noise(x_model, bad)
+    need_noise, need_level = _statistics_needed(norm, cond_names)
+    noise = _background_noise(x_model, bad) if need_noise else None
+    level = _background_level(x_model, bad) if need_level else None
+    norm, cond = _apply_statistics(norm, noise=noise, level=level, ratio=ratio,
+                                   exptime=exptime, ron=ron, cond_names=cond_names)
+    return norm, cond, noise
+
+
+def _apply_statistics(norm, *, noise, level, ratio, exptime, ron, cond_names):
+    """
+    ``(norm, cond)`` from the image-wide background ``noise`` and ``level``.
+
+    The part of `_resolve_inputs` after the statistics, shared with
+    `astro_unet.denoise_large`, which gathers them block by block.
+    """
     if norm.get("scale") == "noise":
         norm = dict(norm, scale=norm["noise_factor"] * noise)
     if norm.get("offset") == "median":
-        norm = dict(norm, offset=_background_level(x_model, bad))
+        norm = dict(norm, offset=level)
     cond = []
     for name in cond_names:
         if name == "ratio":
@@ -379,7 +397,7 @@ def _resolve_inputs(x_model, bad, *, norm, ratio, exptime, ron, cond_names):
             cond.append(math.log10(noise))
         else:
             raise ValueError(f"unknown conditioning value {name!r}.")
-    return norm, cond, noise
+    return norm, cond
 
 
 def _network_input(electrons, *, norm, ratio, exptime, read_noise, cond_names, bad=None):

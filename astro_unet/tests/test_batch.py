@@ -489,6 +489,22 @@ def test_scan_statistics_equal_denoise(shape, monkeypatch):
         assert level != float(np.median(x_model[~bad]))
 
 
+def test_strip_sample_holds_only_the_subsample():
+    """
+    The sample of a strip owns its memory: a strided view would keep the whole
+    strip's differences and pixels alive until every strip is read (memory
+    proportional to the mosaic: 4 GB on a 16k x 16k image).
+    """
+    from astro_unet.batch import _strip_sample
+
+    strip = np.random.default_rng(1).normal(10.0, 1.0, (64, 1000)).astype(np.float32)
+    diffs, pixels = _strip_sample(strip, scale=1.0, to_model=1.0, diff_at=(3, 50),
+                                  pixel_at=(7, 50))
+    for sample, full in ((diffs, 64 * 999), (pixels, 64 * 1000)):
+        assert sample.base is None
+        assert sample.nbytes <= 8 * (full // 50 + 1)
+
+
 @pytest.mark.parametrize("length, tile_size, overlap, target",
                          [(1000, 256, 32, 300), (16384, 512, 32, 4096), (300, 64, 16, 96),
                           (200, 64, 60, 50), (90, 64, 16, 1000)])
