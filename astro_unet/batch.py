@@ -295,11 +295,11 @@ _WORKER_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": None,
                    "MKL_NUM_THREADS": None, "OPENBLAS_NUM_THREADS": None}
 
 
-def _local_cluster(workers, processes=True):
+def _local_cluster(workers, processes=True, threads=None):
     """
     A `distributed.LocalCluster` of ``workers`` one-task workers.
 
-    Each worker process gets ``cores // workers`` torch threads and the
+    Each worker process gets ``threads`` (default ``cores // workers``) torch threads and the
     environment of `_WORKER_ENVIRON` (the caller's own values of those
     variables are not passed on: an earlier cluster may have left
     distributed's defaults there).  The caller's environment is left as it
@@ -309,7 +309,7 @@ def _local_cluster(workers, processes=True):
     from distributed import LocalCluster
 
     cores = os.cpu_count() or 1
-    threads = str(max(1, cores // workers))
+    threads = str(max(1, cores // workers) if threads is None else threads)
     kwargs = dict(n_workers=workers, threads_per_worker=1, processes=processes,
                   protocol="tcp", host="127.0.0.1", dashboard_address="127.0.0.1:0")
     if not processes:

@@ -9,7 +9,10 @@ Many files
     * in a loop in one process: read (``astro-unet``'s reader),
       `denoise_ccd`, write (its writer) -- the baseline;
     * with `denoise_files` on a local Dask cluster of 1 worker process
-      (all cores to torch) and of 2 worker processes (half the cores each).
+      (all cores to torch) and of 2 worker processes (half the cores each);
+    * on a cluster of 1 worker process with one torch thread (with the
+      2-worker run on a 2-core machine: the scaling at equal threads per
+      worker).
 
     Reported: wall time and throughput, the speed-up of 2 workers over 1,
     and the overhead per file of `denoise_files` over the loop, from the sum
@@ -148,12 +151,20 @@ def loop_baseline(files, outdir, model):
             "denoise_only": denoise_times}
 
 
-def files_run(files, outdir, model, workers):
-    from astro_unet.batch import denoise_files
+def files_run(files, outdir, model, workers, threads=None):
+    """denoise_files on its own local cluster (``threads``: torch threads per worker)."""
+    from astro_unet.batch import _local_cluster, denoise_files
 
     t0 = time.perf_counter()
-    table = denoise_files(files, outdir, ratio=2, model=model, workers=workers,
-                          overwrite=True, device="cpu")
+    if threads is None:
+        table = denoise_files(files, outdir, ratio=2, model=model, workers=workers,
+                              overwrite=True, device="cpu")
+    else:
+        from distributed import Client
+
+        with _local_cluster(workers, threads=threads) as cluster, Client(cluster) as client:
+            table = denoise_files(files, outdir, ratio=2, model=model, client=client,
+                                  overwrite=True, device="cpu")
     wall = time.perf_counter() - t0
     bad = [s for s in table["status"] if s != "ok"]
     if bad:
@@ -351,6 +362,17 @@ def run_files(workdir, model, frames, size, workers_list):
                      f"cluster start + close {startup:.1f} s; {len(res['workers'])} worker(s) "
                      f"used", load))
         print(f"{w} workers: {res['wall']:.1f} s", flush=True)
+    cores = os.cpu_count() or 1
+    if 1 in workers_list and cores > 1:
+        # one worker with the torch threads of one of `cores` workers: scaling at equal
+        # threads per worker
+        load = os.getloadavg()[0]
+        res = runs["1x1"] = files_run(files, os.path.join(workdir, "out_w1t1"), model, 1,
+                                      threads=1)
+        rows.append(("denoise_files, 1 worker process, 1 torch thread", res["wall"],
+                     frames / res["wall"], f"{sum(res['task_seconds']):.1f}",
+                     f"cluster start + close {res['wall'] - res['run_wall']:.1f} s", load))
+        print(f"1 worker, 1 thread: {res['wall']:.1f} s", flush=True)
     out += ["| run | wall (s) | frames/s | sum of task times (s) | notes | load |",
             "|---|---|---|---|---|---|"]
     for name, wall, rate, tasks, notes, load in rows:
@@ -366,6 +388,9 @@ def run_files(workdir, model, frames, size, workers_list):
         out.append(f"- speed-up of 2 workers over 1: {runs[1]['wall'] / runs[2]['wall']:.2f}x "
                    f"(wall), {runs[1]['run_wall'] / runs[2]['run_wall']:.2f}x without the "
                    f"cluster start")
+    if "1x1" in runs and cores in runs:
+        out.append(f"- speed-up of {cores} workers over 1 at 1 torch thread each: "
+                   f"{runs['1x1']['wall'] / runs[cores]['wall']:.2f}x (wall)")
     out.append("")
     print("\n".join(out), flush=True)
     return out
