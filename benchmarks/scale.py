@@ -36,7 +36,7 @@ Usage::
                                           # (results/scale_quick.txt)
 
 Options: ``--frames N --size N --mosaic N --chunk N --workers 1 2 --skip-files
---skip-mosaic --model PATH --workdir DIR``; ``--identity-network`` measures the
+--skip-mosaic --model PATH --workdir DIR --results PATH``; ``--identity-network`` measures the
 mosaic path with the network replaced by the identity (its memory and time
 without the network; results/scale_identity.txt).  The machine load
 (``os.getloadavg``) is recorded, because a shared machine makes timings vary.
@@ -269,6 +269,9 @@ def main(argv=None):
                         help="mosaic only: replace the network by the identity, to measure "
                              "the out-of-core pipeline alone (results/scale_identity.txt)")
     parser.add_argument("--skip-mosaic", action="store_true")
+    parser.add_argument("--results", default=None, metavar="PATH",
+                        help="results file (default: results/scale.txt, scale_quick.txt or "
+                             "scale_identity.txt)")
     parser.add_argument("--model", default=None, help="model file (default: see docstring)")
     parser.add_argument("--workdir", default=None, help="folder for the FITS files "
                         "(default: a temporary folder, removed at the end)")
@@ -287,6 +290,8 @@ def main(argv=None):
     if args.identity_network:
         args.skip_files = True
         results_path = os.path.join(RESULTS, "scale_identity.txt")
+    if args.results:
+        results_path = args.results
     command = "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     import torch
@@ -322,7 +327,7 @@ def main(argv=None):
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(RESULTS, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     with open(results_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"\nWrote {results_path}")
