@@ -39,14 +39,13 @@ Beyond one frame in memory: many files and huge mosaics on Dask.
     512-pixel tiles overlapping by 32).  A 16384^2 image in blocks of about
     4096 pixels computes 1444 tiles instead of the 1225 of one pass (1.18x).
 
-Memory of `denoise_large`: one block at a time by default (``workers=1``);
-with ``chunk_size=4096`` a 16384^2 float32 mosaic on disk was denoised with
-a peak resident memory of 1.8 GB for the whole process (the network replaced
-by the identity, so without its activations, which add a few hundred MB
-for the default architecture on 512-pixel tiles).  Bad pixels are the
-non-finite ones; each is filled with the nearest finite pixel of its block
-and its halo (identical to `denoise_ccd` unless a hole is wider than the
-halo).
+Memory of `denoise_large`: one block at a time by default (``workers=1``).
+A 16384^2 float32 mosaic on disk (1.07 GB) was denoised by the shipped
+model with a peak resident memory of 2.0 GB for the whole process with
+``chunk_size=4096`` and 1.4 GB with ``chunk_size=2048``
+(``benchmarks/scale.py``).  Bad pixels are the non-finite ones; each is
+filled with the nearest finite pixel of its block and its halo (identical
+to `denoise_ccd` unless a hole is wider than the halo).
 """
 
 import collections
@@ -369,7 +368,12 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
     client : `distributed.Client` or str, optional
         The cluster to run on, or the address of its scheduler
         (``"tcp://host:8786"``).  Default: a `~distributed.LocalCluster` of
-        ``workers`` processes, closed at the end.
+        ``workers`` processes, closed at the end, whose workers share the
+        cores out as torch threads and keep glibc's default
+        ``MALLOC_TRIM_THRESHOLD_`` (distributed's own default, 65536, makes
+        torch on the CPU about 1.8 times slower; set
+        ``distributed.nanny.pre-spawn-environ`` on clusters of your own, see
+        :ref:`scale_benchmark`).
     overwrite : bool
         Denoise again files whose output exists (default: skip them, so
         that an interrupted run can be resumed).
