@@ -298,10 +298,10 @@ def _local_cluster(workers, processes=True, threads=None):
     """
     A `distributed.LocalCluster` of ``workers`` one-task workers.
 
-    Each worker process gets ``threads`` (default ``cores // workers``) torch threads and the
-    environment of `_WORKER_ENVIRON` (the caller's own values of those
-    variables are not passed on: an earlier cluster may have left
-    distributed's defaults there).  The caller's environment is left as it
+    Each worker process gets ``threads`` torch threads (default
+    ``cores // workers``) and the environment of `_WORKER_ENVIRON` (the
+    caller's own values of those variables are not passed on: an earlier
+    cluster may have left distributed's defaults there).  The caller's environment is left as it
     was; distributed writes the pre-spawn variables into the parent process.
     """
     import dask
