@@ -283,15 +283,10 @@ def _denoise_kwargs_check(kwargs):
                         f"{sorted(allowed)}).")
 
 
-#: Environment of the local worker processes, set before they start (the
-#: ``distributed.nanny.pre-spawn-environ`` of `_local_cluster`).  distributed's
-#: own default sets ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc hand
-#: torch's freed activations back to the system and fault them in again for
-#: every layer: on the 2-core test machine, `denoise_ccd` of a 2048x2048 frame
-#: took 6.45 s instead of 3.6 s with one torch thread.  None removes a
-#: variable (glibc's adaptive default); the thread counts are filled in.
-_WORKER_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": None,
-                   "MKL_NUM_THREADS": None, "OPENBLAS_NUM_THREADS": None}
+#: Thread-count variables of the local worker processes, set before they
+#: start (the ``distributed.nanny.pre-spawn-environ`` of `_local_cluster`) to
+#: the worker's share of the cores; distributed's default is 1.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _local_cluster(workers, processes=True, threads=None):
@@ -299,10 +294,15 @@ def _local_cluster(workers, processes=True, threads=None):
     A `distributed.LocalCluster` of ``workers`` one-task workers.
 
     Each worker process gets ``threads`` torch threads (default
-    ``cores // workers``) and the environment of `_WORKER_ENVIRON` (the
-    caller's own values of those variables are not passed on: an earlier
-    cluster may have left distributed's defaults there).  The caller's environment is left as it
-    was; distributed writes the pre-spawn variables into the parent process.
+    ``cores // workers``, in `_THREAD_VARIABLES`) and glibc's default malloc
+    trim threshold: distributed's own default, ``MALLOC_TRIM_THRESHOLD_=65536``,
+    makes glibc hand torch's freed activations back to the system and fault
+    them in again for every layer (on the 2-core test machine, `denoise_ccd`
+    of a 2048x2048 frame took 6.45 s instead of 3.6 s with one torch thread).
+    The caller's own values of these variables are not passed on (an earlier
+    cluster may have left distributed's defaults there), and the caller's
+    environment is left as it was: distributed writes the pre-spawn variables
+    into the parent process.
     """
     import dask
     from distributed import LocalCluster
@@ -313,8 +313,8 @@ def _local_cluster(workers, processes=True, threads=None):
                   protocol="tcp", host="127.0.0.1", dashboard_address="127.0.0.1:0")
     if not processes:
         return LocalCluster(**kwargs)
-    environ = {key: (threads if key.endswith("_NUM_THREADS") else value)
-               for key, value in _WORKER_ENVIRON.items()}
+    # None removes a variable: glibc's adaptive default
+    environ = {"MALLOC_TRIM_THRESHOLD_": None, **dict.fromkeys(_THREAD_VARIABLES, threads)}
     saved = {key: os.environ.get(key) for key in environ}
     for key in environ:
         # an existing variable of the caller would win over the configuration
