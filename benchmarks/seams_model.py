@@ -5,7 +5,8 @@ several overlaps against one pass over the whole 1024x1024 frame (a star
 field of ``benchmarks/speed.py``, electron/s, ratio 2).
 
 The error is given relative to the standard deviation of the network's
-correction (output minus input), as in ``benchmarks/speed.py --seams``.
+correction (output minus input), as in ``benchmarks/speed.py --seams``
+(the same `seam_row`).
 
 Usage::
 
@@ -27,7 +28,7 @@ def seams(model, overlaps=(32, 64, 80, 128, 192), n=1024, tile=256):
     from astro_unet.model import effective_receptive_field
 
     sys.path.insert(0, HERE)
-    from speed import star_field
+    from speed import seam_row, star_field
 
     net, info = load_model(model)
     print(f"{model}: effective receptive field {effective_receptive_field(net)} px (99 %), "
@@ -40,8 +41,7 @@ def seams(model, overlaps=(32, 64, 80, 128, 192), n=1024, tile=256):
     for ov in overlaps:
         tiled = denoise_ccd(ccd, ratio=2, model=model, tile_size=tile, overlap=ov,
                             device="cpu").data
-        d = np.abs(tiled - whole)
-        print(f"| {ov} | {d.max() / scale:.3f} | {np.sqrt((d ** 2).mean()) / scale:.4f} |")
+        print(seam_row(ov, tiled, whole, scale))
 
 
 def main(argv=None):

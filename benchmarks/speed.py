@@ -142,9 +142,16 @@ def seams(overlaps=(8, 16, 32, 48, 64), n=768, tile=256, seed=1):
     for ov in overlaps:
         tiled = process_tiles(image, forward, tile_size=tile, overlap=ov, batch_size=4,
                               size_multiple=net.size_multiple)[0]
-        d = np.abs(tiled - whole)
-        lines.append(f"| {ov} | {d.max() / scale:.3f} | {np.sqrt((d ** 2).mean()) / scale:.4f} |")
+        lines.append(seam_row(ov, tiled, whole, scale))
     return lines
+
+
+def seam_row(overlap, tiled, whole, scale):
+    """Table row: largest and rms error of ``tiled`` against ``whole``, in units of ``scale``."""
+    import numpy as np
+
+    d = np.abs(tiled - whole)
+    return f"| {overlap} | {d.max() / scale:.3f} | {np.sqrt((d ** 2).mean()) / scale:.4f} |"
 
 
 def run(spec):
