@@ -347,6 +347,99 @@ def test_training_loss_terms():
         float(mean.grad.abs().max()) == 0.0
 
 
+def test_mse_loss_is_chi_squared_in_linear_flux():
+    import torch
+
+    # scale 30 e, noise 10 e; input 0.5 scales = 15 e above the level: var = 100 + 15
+    x = torch.full((1, 1, 2, 2), float(np.arcsinh(0.5)))
+    target = torch.full((1, 1, 2, 2), float(np.arcsinh(1.0)))        # 30 e
+    pred = torch.full((1, 1, 2, 2), float(np.arcsinh(0.0)))          # 0 e
+    scale, noise = torch.full((1, 1, 1, 1), 30.0), torch.full((1, 1, 1, 1), 10.0)
+    valid = torch.ones(1, 1, 2, 2)
+    total, parts = training_loss(pred, target, valid, LossConfig(l1=0.0, mse=1.0, huber=100.0),
+                                 x=x, scale=scale, noise=noise)
+    assert float(parts["mse"]) == pytest.approx(0.5 * 30.0 ** 2 / 115.0, rel=1e-5)
+    assert float(total) == pytest.approx(float(parts["mse"]))
+    # Huber tail beyond |chi| = 1
+    _, parts = training_loss(pred, target, valid, LossConfig(l1=0.0, mse=1.0, huber=1.0),
+                             x=x, scale=scale, noise=noise)
+    chi = 30.0 / np.sqrt(115.0)
+    assert float(parts["mse"]) == pytest.approx(chi - 0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="needs x, scale and noise"):
+        training_loss(pred, target, valid, LossConfig(l1=0.0, mse=1.0))
+    with pytest.raises(ValueError, match="'asinh' or 'linear'"):
+        training_loss(pred, target, valid, LossConfig(l1=0.0, mse=1.0), x=x, scale=scale,
+                      noise=noise, transform="anscombe")
+
+
+@pytest.mark.parametrize("weights, expected", [({"mse": 1.0, "l1": 0.0}, "mean"),
+                                               ({"mse": 0.0, "l1": 1.0}, "median")])
+def test_mse_loss_estimates_the_mean_flux_and_l1_the_median(weights, expected):
+    """A faint source on an empty sky: the flux posterior is skewed; only mse gives its mean."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    # one input value, many possible true fluxes (electrons): mostly sky, sometimes a source
+    flux = np.where(rng.random(4096) < 0.2, rng.exponential(40.0, 4096), 0.0)
+    scale, noise = torch.full((1, 1, 1, 1), 30.0), torch.full((1, 1, 1, 1), 10.0)
+    target = torch.asinh(torch.tensor(flux / 30.0, dtype=torch.float32)).view(1, 1, 64, 64)
+    x = torch.zeros_like(target)
+    valid = torch.ones_like(target)
+    p = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.02)
+    for _ in range(600):
+        loss, _ = training_loss(p.expand_as(target).reshape(1, 1, 64, 64), target, valid,
+                                LossConfig(huber=100.0, **weights), x=x, scale=scale,
+                                noise=noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    estimate = 30.0 * float(torch.sinh(p.detach()))
+    want = flux.mean() if expected == "mean" else np.median(flux)
+    assert estimate == pytest.approx(want, abs=0.3)
+    assert flux.mean() - np.median(flux) > 5.0            # the two differ clearly
+
+
+def test_flux_context_and_config_checks():
+    import torch
+
+    from astro_unet.training import ConfigError, flux_context, load_config
+
+    norm = {"unit": "electron", "transform": "asinh", "scale": 12.0}
+    scale, noise = flux_context(torch.tensor([[2.0, 0.0], [3.0, 1.0]]), normalization=norm,
+                                cond_names=["ratio", "log_noise"])
+    assert scale.flatten().tolist() == [12.0, 12.0] and noise.flatten().tolist() == [1.0, 10.0]
+    with pytest.raises(ValueError, match="log_noise"):
+        flux_context(torch.zeros(1, 1), normalization=norm, cond_names=["ratio"])
+    with pytest.raises(ConfigError, match="log_noise"):
+        load_config("smoke").replace({"loss.mse": 1.0, "model.cond_names": ["ratio"]})
+    with pytest.raises(ConfigError, match="'asinh' or 'linear'"):
+        load_config("smoke").replace({"loss.mse": 1.0, "normalization.transform": "anscombe"})
+    with pytest.raises(ConfigError, match="huber"):
+        load_config("smoke").replace({"loss.huber": 0.0})
+
+
+def test_warm_start_loads_the_weights_of_a_model_file(tmp_path):
+    import torch
+
+    from astro_unet.model import AstroUNet, save_model
+    from astro_unet.training import load_config
+    from astro_unet.training.loop import _warm_start
+
+    config = load_config("smoke")
+    torch.manual_seed(5)
+    source = AstroUNet(config.model)
+    path = tmp_path / "init.pt"
+    save_model(source, path, normalization=dict(config.normalization), half=False)
+    model = AstroUNet(config.model)
+    _warm_start(model, str(path), config)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    other = config.replace({"model.base_channels": 8})
+    with pytest.raises(ValueError, match="another architecture"):
+        _warm_start(AstroUNet(other.model), str(path), other)
+
+
 def test_optimisation_reduces_loss_on_fixed_batch(real_dir):
     import torch
 

@@ -118,6 +118,11 @@ class RunConfig:
         Directory of logs and checkpoints ("" : ``runs/<name>``).
     log_every : int
         Steps between two rows of the CSV log.
+    init : str
+        Warm start: a model file or registered model name
+        (`astro_unet.load_model`) of the same architecture whose weights
+        start the run ("" : random initialisation).  Ignored when resuming
+        from a checkpoint.
     """
 
     name: str = "astro-unet"
@@ -133,6 +138,7 @@ class RunConfig:
     output: str = ""
     run_dir: str = ""
     log_every: int = 10
+    init: str = ""
 
     def check(self):
         if not self.name:
@@ -370,6 +376,20 @@ class LossConfig:
         histograms made differentiable without histograms: the 1-D
         Wasserstein distance between the sorted pixel values of output and
         target of each crop.
+    mse : float
+        Squared error in linear flux, in units of each pixel's input noise
+        (background noise and the source's own Poisson noise), with a Huber
+        tail: unbiased fluxes where ``l1`` returns the posterior median (see
+        `~astro_unet.training.training_loss`).  Needs an ``asinh`` or
+        ``linear`` transform and the ``log_noise`` conditioning value.
+    huber : float
+        ``|chi|`` beyond which the ``mse`` term grows linearly (robust to
+        the rare outliers of real targets: unflagged cosmic rays, hot pixels).
+    kl : float
+        Pixel-distribution term, the paper's KL divergence of pixel
+        histograms made differentiable without histograms: the 1-D
+        Wasserstein distance between the sorted pixel values of output and
+        target of each crop.
     nll : float
         Laplace negative log-likelihood of channel 1 (``log b``) for a
         two-channel network (``model.out_channels = 2``); the error is
@@ -377,15 +397,19 @@ class LossConfig:
     """
 
     l1: float = 1.0
+    mse: float = 0.0
+    huber: float = 5.0
     kl: float = 0.0
     nll: float = 0.0
 
     def check(self):
-        for name in ("l1", "kl", "nll"):
+        for name in ("l1", "mse", "kl", "nll"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0.")
-        if self.l1 + self.kl <= 0:
-            raise ConfigError("loss.l1 + loss.kl must be > 0.")
+        if not self.huber > 0:
+            raise ConfigError("loss.huber must be > 0.")
+        if self.l1 + self.mse + self.kl <= 0:
+            raise ConfigError("loss.l1 + loss.mse + loss.kl must be > 0.")
 
 
 @dataclasses.dataclass
@@ -663,6 +687,14 @@ class TrainingConfig:
             raise ConfigError(
                 f"data.crop_size ({self.data.crop_size}) must be a multiple of "
                 f"{m.size_multiple} (2**(model.depth - 1)).")
+        if self.loss.mse > 0:
+            if self.normalization.get("transform") not in ("asinh", "linear"):
+                raise ConfigError("loss.mse > 0 needs normalization.transform = 'asinh' or "
+                                  "'linear'.")
+            if "log_noise" not in m.cond_names:
+                raise ConfigError("loss.mse > 0 needs 'log_noise' in model.cond_names.")
+            if self.normalization.get("unit") != "electron":
+                raise ConfigError("loss.mse > 0 needs normalization.unit = 'electron'.")
         if self.loss.nll > 0 and m.out_channels != 2:
             raise ConfigError("loss.nll > 0 needs model.out_channels = 2 (uncertainty head).")
         if m.in_channels != 1:

@@ -18,7 +18,8 @@ What happens
    and does not depend on the number of processes or loader workers.
 2. Optimisation: AdamW, linear warm-up then cosine decay, gradient
    clipping; loss = ``l1`` x mean absolute error over valid pixels (the
-   paper's loss) + ``kl`` x a pixel-distribution term (the 1-D Wasserstein
+   paper's loss) + ``mse`` x the noise-normalised squared error in linear
+   flux (unbiased: see `training_loss`) + ``kl`` x a pixel-distribution term (the 1-D Wasserstein
    distance of the sorted pixel values of output and target, a
    differentiable, histogram-free stand-in for the paper's KL divergence of
    pixel histograms) + ``nll`` x the Laplace negative log-likelihood of the
@@ -79,11 +80,11 @@ from .config import TrainingConfig, load_config
 # pytest-doctestplus: these examples render synthetic scenes (GalSim)
 __doctest_requires__ = {("train",): ["galsim"]}
 
-__all__ = ["train", "CSV_COLUMNS", "training_loss"]
+__all__ = ["train", "CSV_COLUMNS", "training_loss", "flux_context"]
 
 #: Columns of ``log.csv`` (followed by ``val_f_r<ratio>`` for each validation ratio).
-CSV_COLUMNS = ("step", "lr", "loss", "l1", "kl", "nll", "grad_norm", "samples_per_s",
-               "seconds", "val_l1", "val_f_measure", "val_tpr", "val_precision", "val_rfe",
+CSV_COLUMNS = ("step", "lr", "loss", "l1", "mse", "kl", "nll", "grad_norm", "samples_per_s",
+               "seconds", "val_l1", "val_mse", "val_f_measure", "val_tpr", "val_precision", "val_rfe",
                "val_blank_detections")
 
 # seed streams of the validation data (never used for training)
@@ -144,7 +145,52 @@ def _lr_factor(step, optim):
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def training_loss(pred, target, valid, loss):
+def flux_context(cond, *, normalization, cond_names):
+    """
+    Per-sample normalization scale and background noise for the ``mse`` loss.
+
+    Parameters
+    ----------
+    cond : `torch.Tensor`
+        (B, n_cond) conditioning vectors of a batch.
+    normalization : dict
+        The model's normalization (``scale`` a number or ``"noise"``).
+    cond_names : sequence of str
+        Names of the conditioning values; must include ``"log_noise"``.
+
+    Returns
+    -------
+    scale, noise : `torch.Tensor`
+        (B, 1, 1, 1): the normalization scale and the input's background
+        noise, both in the model unit (electrons).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_unet.training import flux_context
+    >>> norm = {"unit": "electron", "transform": "asinh", "scale": "noise",
+    ...         "noise_factor": 3.0}
+    >>> scale, noise = flux_context(torch.tensor([[2.0, 1.0]]), normalization=norm,
+    ...                             cond_names=["ratio", "log_noise"])
+    >>> float(scale), float(noise)
+    (30.0, 10.0)
+    """
+    import torch
+
+    names = list(cond_names)
+    if "log_noise" not in names:
+        raise ValueError("the mse loss needs the 'log_noise' conditioning value.")
+    noise = torch.pow(10.0, cond[:, names.index("log_noise")].float()).view(-1, 1, 1, 1)
+    scale = normalization.get("scale", "noise")
+    if scale == "noise":
+        scale = noise * float(normalization.get("noise_factor", 1.0))
+    else:
+        scale = torch.full_like(noise, float(scale))
+    return scale, noise
+
+
+def training_loss(pred, target, valid, loss, *, x=None, scale=None, noise=None,
+                  transform="asinh"):
     """
     The training loss and its parts (float32, over valid pixels).
 
@@ -155,14 +201,33 @@ def training_loss(pred, target, valid, loss):
     target, valid : `torch.Tensor`
         (B, 1, H, W) transformed target and 0/1 validity.
     loss : `~astro_unet.training.LossConfig`
-        Weights ``l1``, ``kl``, ``nll``.
+        Weights ``l1``, ``mse``, ``kl``, ``nll``.
+    x : `torch.Tensor`, optional
+        (B, 1, H, W) transformed network input; needed when ``loss.mse > 0``.
+    scale, noise : `torch.Tensor`, optional
+        (B, 1, 1, 1) normalization scale and background noise of the input
+        in the model unit (electrons), from `flux_context`; needed when
+        ``loss.mse > 0``.
+    transform : {"asinh", "linear"}
+        The normalization's transform (``mse`` undoes it).
 
     Returns
     -------
     total : `torch.Tensor`
         Scalar loss.
     parts : dict
-        Detached scalars ``l1``, ``kl``, ``nll`` (0 when unused).
+        Detached scalars ``l1``, ``mse``, ``kl``, ``nll`` (0 when unused).
+
+    Notes
+    -----
+    ``l1`` is the mean absolute error in the transformed space (the
+    paper's loss).  Its optimum is the posterior *median*, which for a faint
+    source on an empty sky lies well below the mean: it loses flux.
+    ``mse`` is the squared error in linear flux, in units of each pixel's
+    input noise, ``chi = (F_pred - F_target) / sqrt(noise**2 + max(F_in, 0))``
+    (electrons above the background level), with a Huber tail beyond
+    ``|chi| = loss.huber``.  The weight depends on the input only, so the
+    optimum is the posterior *mean* of the flux: unbiased photometry.
 
     Examples
     --------
@@ -182,7 +247,26 @@ def training_loss(pred, target, valid, loss):
     l1 = (err * valid).sum() / n
     zero = torch.zeros((), device=pred.device)
     total = loss.l1 * l1 if loss.l1 else zero.clone()
-    kl = nll = zero
+    kl = nll = mse = zero
+    if loss.mse:
+        if x is None or scale is None or noise is None:
+            raise ValueError("loss.mse > 0 needs x, scale and noise.")
+        if transform == "asinh":
+            # clamped: sinh(20) ~ 2.4e8 noise-scales stays finite in float32
+            to_linear = lambda y: torch.sinh(y.float().clamp(-20.0, 20.0))  # noqa: E731
+        elif transform == "linear":
+            to_linear = lambda y: y.float()  # noqa: E731
+        else:
+            raise ValueError(f"loss.mse needs an 'asinh' or 'linear' transform, got "
+                             f"{transform!r}.")
+        f_in = to_linear(x) * scale                      # electrons above the level
+        var = noise ** 2 + f_in.clamp_min(0.0)
+        chi = (to_linear(mean) - to_linear(target)) * scale / var.sqrt()
+        a = chi.abs()
+        h = float(loss.huber)
+        rho = torch.where(a <= h, 0.5 * chi ** 2, h * (a - 0.5 * h))
+        mse = (rho * valid).sum() / n
+        total = total + loss.mse * mse
     if loss.kl:
         # pixel distributions: W1 between sorted values (invalid pixels take the target's)
         p = torch.where(valid > 0, mean, target).flatten(1)
@@ -193,7 +277,17 @@ def training_loss(pred, target, valid, loss):
         logb = pred[:, 1:2].clamp(-20.0, 20.0)
         nll = ((err.detach() * torch.exp(-logb) + logb) * valid).sum() / n
         total = total + loss.nll * nll
-    return total, {"l1": l1.detach(), "kl": kl.detach(), "nll": nll.detach()}
+    return total, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach(),
+                   "nll": nll.detach()}
+
+
+def _loss_inputs(x, cond, config):
+    """The keyword arguments `training_loss` needs beyond the batch for ``config``."""
+    if not config.loss.mse:
+        return {}
+    norm = config.normalization
+    scale, noise = flux_context(cond, normalization=norm, cond_names=config.model.cond_names)
+    return {"x": x, "scale": scale, "noise": noise, "transform": norm["transform"]}
 
 
 # ---------------------------------------------------------------------------
@@ -520,16 +614,20 @@ class _Validator:
         result = {}
         try:
             if self.l1_batches:
-                total, count = 0.0, 0
+                total, total_mse, count = 0.0, 0.0, 0
                 with torch.no_grad():
                     for x, cond, target, valid in self.l1_batches:
                         x, cond = x.to(self.device), cond.to(self.device)
                         target, valid = target.to(self.device), valid.to(self.device)
                         pred = net(x, cond)
-                        _, parts = training_loss(pred, target, valid, self.config.loss)
+                        _, parts = training_loss(pred, target, valid, self.config.loss,
+                                                 **_loss_inputs(x, cond, self.config))
                         total += float(parts["l1"])
+                        total_mse += float(parts["mse"])
                         count += 1
                 result["val_l1"] = total / count
+                if self.config.loss.mse:
+                    result["val_mse"] = total_mse / count
             info = {"normalization": self.norm, "metadata": {"name": "training"},
                     "name": f"training-step-{step}"}
             cases = []
@@ -856,6 +954,9 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
         if ckpt["config"] != config.to_dict():
             _log(f"resuming from {ckpt_path} with a changed configuration", dist.rank)
         _log(f"resumed from {ckpt_path} at step {start_step}", dist.rank)
+    elif run.init:
+        _warm_start(model, run.init, config)
+        _log(f"warm start from {run.init}", dist.rank)
     total_steps = cfg_o.steps
     last_step = total_steps if stop_at_step is None else min(int(stop_at_step), total_steps)
 
@@ -962,7 +1063,11 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
 
     # -- the loop
     limit_s = run.time_limit_minutes * 60.0
-    names = ("loss", "l1", "kl", "nll", "grad_norm")
+    names = ("loss", "l1", "mse", "kl", "nll", "grad_norm")
+
+    def loss_inputs(x, cond):
+        return _loss_inputs(x, cond, config)
+
     acc = torch.zeros(len(names), device=device)   # summed on the device: no sync per step
     n_acc, t_last, step_times = 0, time.time(), []
     val_seconds = val_estimate
@@ -982,7 +1087,8 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
             valid = valid.to(device, non_blocking=True)
             with autocast:
                 pred = net(x, cond)
-            loss, parts = training_loss(pred, target, valid, config.loss)
+            loss, parts = training_loss(pred, target, valid, config.loss,
+                                        **loss_inputs(x, cond))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg_o.grad_clip > 0:
@@ -992,8 +1098,8 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
             optimizer.step()
             scheduler.step()
             step += 1
-            acc += torch.stack([loss.detach(), parts["l1"], parts["kl"], parts["nll"],
-                                gn.detach().float()])
+            acc += torch.stack([loss.detach(), parts["l1"], parts["mse"], parts["kl"],
+                                parts["nll"], gn.detach().float()])
             n_acc += 1
 
             do_val = validator is not None and v.every and step % v.every == 0
@@ -1134,6 +1240,17 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
         _log(f"exported {output} (sha256 {digest[:12]}..., {step} steps, {wall / 60:.1f} min)")
     dist.barrier()
     return os.path.abspath(output)
+
+
+def _warm_start(model, init, config):
+    """Load the weights of model file or name ``init`` into ``model`` (same architecture)."""
+    from ..weights import load_model
+
+    net, info = load_model(init)
+    if info["config"].to_dict() != config.model.to_dict():
+        raise ValueError(f"run.init {init!r} holds another architecture ({info['config']}) "
+                         f"than the configuration ({config.model}).")
+    model.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
 
 
 def _command_line():
