@@ -388,9 +388,9 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
         default ``max(1, cpu_count // 4)`` but no more than the files, each
         with ``cpu_count // workers`` torch threads.
     **denoise_kwargs
-        Passed to `~astro_unet.denoise_ccd`: ``device``, ``tile_size``,
-        ``overlap``, ``batch_size``, ``exposure_time``, ``gain``,
-        ``read_noise``, ``mode``.
+        Passed to `~astro_unet.denoise_ccd`: ``estimate``, ``device``,
+        ``tile_size``, ``overlap``, ``batch_size``, ``exposure_time``,
+        ``gain``, ``read_noise``, ``saturation``, ``mode``, ``extrapolate``.
 
     Returns
     -------
@@ -700,6 +700,12 @@ def _denoise_block(block, block_id=None, *, ctx):
     # the pixel operations of denoise_ccd, in the same order
     x = np.asarray(block).astype(np.float64)
     nonfinite = ~np.isfinite(x)
+    core = (slice(a - oy, b - oy), slice(c - ox, d - ox))
+    x_out = x[core] * (ctx.scale * ctx.post["factor"])    # the input in the output unit
+    saturated = None
+    if ctx.saturation is not None:
+        with np.errstate(invalid="ignore"):
+            saturated = x[core] >= ctx.saturation
     x *= ctx.scale
     denoise._fill_bad(x, nonfinite)
     if ctx.to_model != 1.0:
@@ -747,7 +753,9 @@ def _denoise_block(block, block_id=None, *, ctx):
     result, sigma = denoise._network_to_output(out, norm=ctx.norm, ron=ctx.ron, **ctx.post)
     result = result.astype(ctx.dtype, copy=False)
     sigma = sigma.astype(ctx.dtype, copy=False)
-    core_bad = nonfinite[a - oy:b - oy, c - ox:d - ox]
+    core_bad = nonfinite[core]
+    denoise._finish_output(result, sigma, x_out, ratio=ctx.post["ratio"],
+                           estimate=ctx.estimate, bad=core_bad, saturated=saturated)
     if core_bad.any():
         result[core_bad] = np.nan
         sigma[core_bad] = np.nan
@@ -928,10 +936,11 @@ def _clean_header(header):
     return out
 
 
-def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hdu=None,
-                  chunk_size=None, unit=None, exposure_time=None, gain=None, read_noise=None,
-                  header=None, device=None, tile_size=None, overlap=None, batch_size=None,
-                  mode="feather", client=None, workers=1, overwrite=False):
+def denoise_large(path_or_array, output_path=None, *, ratio, model="default", estimate="long",
+                  hdu=None, chunk_size=None, unit=None, exposure_time=None, gain=None,
+                  read_noise=None, saturation=None, header=None, device=None, tile_size=None,
+                  overlap=None, batch_size=None, mode="feather", extrapolate=False,
+                  client=None, workers=1, overwrite=False):
     """
     Denoise an image larger than memory, block by block, like `denoise_ccd`.
 
@@ -958,6 +967,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
         Exposure-time ratio ``r > 1``.
     model : str, path-like, `~astro_unet.model.AstroUNet` or tuple
         As for `~astro_unet.denoise_ccd`.
+    estimate : {"long", "mean"}
+        As for `~astro_unet.denoise_ccd`.
     hdu : int, str or tuple, optional
         Image HDU of a FITS file (default: the first HDU with image data);
         the primary header's keywords are visible for an extension.
@@ -967,13 +978,13 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     unit : str or `~astropy.units.Unit`, optional
         Image unit; default ``BUNIT`` (required for a dask array without a
         header ``BUNIT``).
-    exposure_time, gain, read_noise
-        As for `~astro_unet.denoise_ccd` (default: ``EXPTIME``, ``GAIN``
-        keywords).
+    exposure_time, gain, read_noise, saturation
+        As for `~astro_unet.denoise_ccd` (default: ``EXPTIME``, ``GAIN``,
+        ``SATURATE`` keywords).
     header : `~astropy.io.fits.Header` or dict, optional
         Metadata of a dask array (``EXPTIME``, ``BUNIT``, WCS, ...); for a
         file, keywords that replace the file's.
-    device, tile_size, overlap, batch_size, mode
+    device, tile_size, overlap, batch_size, mode, extrapolate
         As for `~astro_unet.denoise_ccd` (the same defaults, from the whole
         image's shape).  On CUDA the tiles are blended on the host.
     client : `distributed.Client`, optional
@@ -1030,6 +1041,10 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     r = _validation.validate_ratio(ratio)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if estimate not in denoise.ESTIMATES:
+        raise ValueError(f"estimate must be one of {denoise.ESTIMATES}, got {estimate!r}.")
+    if extrapolate not in (True, False):
+        raise TypeError(f"extrapolate must be True or False, got {extrapolate!r}.")
     chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else denoise._positive_int(chunk_size,
                                                                                 "chunk_size")
     workers = denoise._positive_int(workers, "workers")
@@ -1056,6 +1071,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     # --- the decisions of denoise_ccd, made once for the whole image
     model = _check_model_spec(model)
     dev, net, info = _prepared_model(model, device, measure_overlap=False)
+    denoise._check_ratio_range(r, info, extrapolate=extrapolate, call="denoise_large")
     norm = denoise._check_normalization(info.get("normalization")
                                         or denoise.DEFAULT_NORMALIZATION)
     cfg = net.config
@@ -1066,6 +1082,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     if unknown:
         raise ValueError(f"the model asks for unknown conditioning values {unknown}.")
     stand_in = CCDData(np.zeros((1, 1)), unit=unit, meta=in_header)
+    sat_level = denoise._saturation_level(stand_in, saturation)
     need_time = norm["unit"] == "electron/s" or "log_exptime" in cfg.cond_names
     scale, exptime = _validation.electron_scale(stand_in, exposure_time=exposure_time,
                                                 gain=gain, need_time=need_time)
@@ -1122,7 +1139,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     ctx = _BlockContext(edges=edges, depth=(depth_y, depth_x), model=model_ref,
                         device=str(dev), scale=scale, to_model=to_model, norm=norm, ron=ron,
                         cond=cond, plan=plan, batch_size=batch, mode=mode, dtype=out_dtype,
-                        post=dict(ratio=r, to_model=to_model, factor=factor))
+                        post=dict(ratio=r, to_model=to_model, factor=factor),
+                        estimate=estimate, saturation=sat_level)
     stacked = da.map_overlap(functools.partial(_denoise_block, ctx=ctx), padded,
                              depth={0: depth_y, 1: depth_x}, boundary="none", trim=False,
                              allow_rechunk=False, new_axis=[0],
@@ -1132,6 +1150,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     stacked = stacked[:, top:top + ny, left:left + nx]
     data, sigma = stacked[0], stacked[1]
     mask = ~da.isfinite(x)
+    if sat_level is not None:
+        mask = mask | (x >= sat_level)
 
     # --- metadata (the keywords of denoise_ccd)
     meta = _clean_header(in_header)
@@ -1140,7 +1160,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"
     denoise._record_denoise(meta, "denoise_large", info=info, ratio=r, tile=tile, overlap=ov,
                             mode=mode, device=dev, uncert_kind=uncert_kind, noise=noise,
-                            to_model=to_model, exptime=exptime)
+                            to_model=to_model, exptime=exptime, estimate=estimate)
 
     if output_path is None:
         return LargeResult(data, sigma, mask, meta)
@@ -1153,7 +1173,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     unc_header = _image_header(-32, (ny, nx), primary=False, name="UNCERT")
     unc_header["UTYPE"] = "StdDevUncertainty"
     hdus.append((unc_header, (ny, nx), np.dtype(">f4")))
-    if n_bad:
+    with_mask = bool(n_bad) or sat_level is not None
+    if with_mask:
         hdus.append((_image_header(8, (ny, nx), primary=False, name="MASK"), (ny, nx),
                      np.dtype("u1")))
     directory = os.path.dirname(os.path.abspath(output_path))
@@ -1165,7 +1186,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
         sources = [data, sigma]
         targets = [_RawTarget(tmp, offsets[0], (ny, nx), file_dtype),
                    _RawTarget(tmp, offsets[1], (ny, nx), ">f4")]
-        if n_bad:
+        if with_mask:
             sources.append(mask.astype(np.uint8))
             targets.append(_RawTarget(tmp, offsets[2], (ny, nx), "u1"))
         stored = da.store(sources, targets, lock=False, compute=False)

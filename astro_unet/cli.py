@@ -401,6 +401,14 @@ def add_denoise_command(subparsers):
     p.add_argument("--mode", choices=("feather", "paper"), default=None,
                    help="feather: overlapping tiles with feathered blending (default); "
                         "paper: the paper's 256 px tiles moved by 32 px, averaged")
+    p.add_argument("--estimate", choices=("long", "mean"), default=None,
+                   help="long: an image with the noise of a real exposure RATIO times "
+                        "longer (default); mean: the network's expected value alone")
+    p.add_argument("--saturation", type=float, default=None, metavar="LEVEL",
+                   help="saturation level in the image's unit: pixels at or above it are "
+                        "masked (default: SATURATE keyword of a counts image)")
+    p.add_argument("--extrapolate", action="store_true",
+                   help="allow ratios more than twice the largest the model was trained on")
     _add_io_options(p)
     p.add_argument("--exptime", type=float, default=None, metavar="S",
                    help="exposure time in seconds (default: EXPTIME keyword)")
@@ -428,9 +436,12 @@ def _denoise_kwargs(args):
     for key, value in (("device", args.device), ("tile_size", args.tile_size),
                        ("overlap", args.overlap), ("batch_size", args.batch_size),
                        ("exposure_time", args.exptime), ("gain", args.gain),
-                       ("read_noise", args.read_noise), ("mode", args.mode)):
+                       ("read_noise", args.read_noise), ("mode", args.mode),
+                       ("estimate", args.estimate), ("saturation", args.saturation)):
         if value is not None:
             kwargs[key] = value
+    if args.extrapolate:
+        kwargs["extrapolate"] = True
     return kwargs
 
 

@@ -656,6 +656,102 @@ def _fill_bad(values, bad):
     return values
 
 
+ESTIMATES = ("long", "mean")
+#: Ratios more than this factor above a model's largest trained ratio raise
+#: an error unless ``extrapolate=True``.
+EXTRAPOLATION_LIMIT = 2.0
+
+
+def _trained_ratios(info):
+    """``(lo, hi)``: the ratios a model was trained on (None when it does not say)."""
+    ratios = (info.get("metadata") or {}).get("ratios")
+    values = []
+    if isinstance(ratios, dict):
+        values = list(ratios.get("values") or []) + list(ratios.get("range") or [])
+    elif isinstance(ratios, (list, tuple)):
+        values = list(ratios)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return (min(values), max(values)) if values else None
+
+
+def _check_ratio_range(ratio, info, *, extrapolate, call):
+    """Warn outside the model's trained ratios; refuse far above them unless ``extrapolate``."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    span = _trained_ratios(info)
+    if span is None:
+        return
+    lo, hi = span
+    if ratio > EXTRAPOLATION_LIMIT * hi and not extrapolate:
+        raise ValueError(
+            f"{call}: ratio={ratio:g} is more than {EXTRAPOLATION_LIMIT:g} times the largest "
+            f"ratio the model was trained on ({hi:g}); its output would be an "
+            f"extrapolation.  Pass extrapolate=True to run it anyway.")
+    if not lo <= ratio <= hi:
+        warnings.warn(f"{call}: ratio={ratio:g} is outside the ratios the model was trained "
+                      f"on ({lo:g} to {hi:g}); check the result.", AstropyUserWarning)
+
+
+def _saturation_level(ccd, saturation):
+    """
+    Saturation level in the data's unit, or None.
+
+    ``saturation`` None: the ``SATURATE`` keyword of a counts image (not of a
+    rate image, whose scale a header value rarely matches); False: none.
+    """
+    if saturation is False:
+        return None
+    if saturation is None:
+        if _is_rate(ccd.unit) or "SATURATE" not in (ccd.meta or {}):
+            return None
+        value = ccd.meta["SATURATE"]
+        value = value[0] if isinstance(value, tuple) else value
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+    if isinstance(saturation, u.Quantity):
+        try:
+            saturation = saturation.to_value(ccd.unit)
+        except u.UnitConversionError:
+            raise u.UnitsError(f"saturation must be in the image's unit ({ccd.unit}), got "
+                               f"{saturation.unit}.") from None
+    if isinstance(saturation, bool):
+        raise TypeError("saturation must be a number, None or False, got True.")
+    try:
+        value = float(saturation)
+    except (TypeError, ValueError):
+        raise TypeError(f"saturation must be a number, None or False, got "
+                        f"{saturation!r}.") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"saturation must be a finite number > 0, got {saturation!r}.")
+    return value
+
+
+def _finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated):
+    """
+    The output the caller asked for, in place (``result`` holds the mean estimate).
+
+    ``x_out`` is the input in the output's unit.  ``estimate="long"`` adds
+    the input's own noise back, scaled to the level of an exposure ``ratio``
+    times longer: ``d + (x - d) / sqrt(ratio)`` (bad pixels keep ``d``).
+    Saturated pixels take the input's value (a lower limit); the caller
+    masks them.
+    """
+    if estimate == "long":
+        good = ~bad
+        result[good] += (x_out[good] - result[good]) / math.sqrt(ratio)
+    if saturated is not None and saturated.any():
+        result[saturated] = x_out[saturated]
+    return result, sigma
+
+
 def _autocast(device):
     """Mixed precision on CUDA as `AUTOCAST_DTYPE` says; none on CPU."""
     import contextlib
@@ -836,7 +932,7 @@ def _tiling_parameters(shape, net, norm, dev, *, tile_size, overlap, batch_size,
 
 
 def _record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, uncert_kind,
-                    noise, to_model, exptime):
+                    noise, to_model, exptime, estimate, n_saturated=None):
     """Write the ``DN*`` keywords, the ``HISTORY`` line and ``EXPTIME = t r`` into ``meta``."""
     metadata = info.get("metadata") or {}
     version = metadata.get("version", info.get("format_version", "unknown"))
@@ -848,17 +944,20 @@ def _record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, unc
         "DNSHAOF": ("weights" if info.get("sha_note") else "file",
                     "DNSHA256 of the model file or of its weights"),
         "DNRATIO": (ratio, "exposure-time ratio r of denoise_ccd"),
+        "DNESTIM": (estimate, "long: noise of a real long exposure; mean"),
         "DNTILE": (int(tile), "[px] tile size"),
         "DNOVERLP": (int(overlap), "[px] minimum tile overlap"),
         "DNMODE": (mode, "tile blending (feather or paper)"),
         "DNDEVICE": (device.type, "torch device type used"),
         "DNUNCERT": (uncert_kind, "origin of the output uncertainty"),
     }
+    if n_saturated is not None:
+        keywords["DNNSAT"] = (n_saturated, "saturated input pixels, masked")
     if noise is not None:
         keywords["DNNOISE"] = (float(f"{noise / to_model:.6g}"),
                                "[e-] background noise of the input")
     log_step(meta, f"{call}(ratio={ratio:g}, model={keywords['DNMODEL'][0]!r}, "
-                   f"mode={mode!r})", keywords)
+                   f"estimate={estimate!r}, mode={mode!r})", keywords)
     if exptime is not None:
         keys = [k for k in _validation.EXPTIME_KEYWORDS if k in meta] or ["EXPTIME"]
         for key in keys:
@@ -866,9 +965,9 @@ def _record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, unc
     return meta
 
 
-def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, overlap=None,
-                batch_size=None, progress=False, exposure_time=None, gain=None,
-                read_noise=None, mode="feather"):
+def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, tile_size=None,
+                overlap=None, batch_size=None, progress=False, exposure_time=None, gain=None,
+                read_noise=None, saturation=None, mode="feather", extrapolate=False):
     """
     Make a short exposure look like one ``ratio`` times longer (Astro U-net).
 
@@ -880,13 +979,25 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         in the output.
     ratio : float
         Exposure-time ratio ``r > 1`` of the wanted (long) to the actual
-        (short) exposure.  Required.
+        (short) exposure.  Required.  A ratio outside the ratios the model
+        was trained on gives an `~astropy.utils.exceptions.AstropyUserWarning`;
+        one more than twice the largest of them an error (see
+        ``extrapolate``).
     model : str, path-like, `~astro_unet.model.AstroUNet` or tuple
         ``"default"`` (``astro_unet.conf.default_model``), a registry name,
         the path of a model file, a network, or ``(network, info)`` as
         returned by ``load_model``.  A network without a ``normalization``
         attribute uses ``DEFAULT_NORMALIZATION``.  Loaded models are cached
         (the 4 most recent per name, file and device).
+    estimate : {"long", "mean"}
+        ``"long"`` (default): an image like a real exposure ``r`` times
+        longer, ``d + (x - d) / sqrt(r)`` for the network's estimate ``d``
+        and the input ``x``: the input's own noise, scaled to the level of
+        the long exposure, stays (white, with the right rms), so detection
+        at the image's own rms behaves as on a real long exposure.
+        ``"mean"``: the network's expected value ``d`` alone, whose
+        background is much quieter than any real exposure.  See
+        :ref:`estimates`.
     device : str or `torch.device`, optional
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``; default ``astro_unet.conf.device`` (``"auto"``).
@@ -912,10 +1023,19 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         Read noise in electrons, for the Anscombe transform, a ``read_noise``
         conditioning value and the uncertainty estimate; default the model's
         ``normalization["read_noise"]``, else 0.
+    saturation : float, `~astropy.units.Quantity` or False, optional
+        Saturation level in the image's unit: pixels at or above it are
+        masked in the output and keep the input's value (scaled to the
+        output unit; a lower limit), instead of a network guess.  Default:
+        the ``SATURATE`` keyword of a counts image (electron or adu); False:
+        none.
     mode : {"feather", "paper"}
         ``"feather"``: overlapping tiles with feathered blending;
         ``"paper"``: the paper's mosaic (256 px tiles moved by 32 px, plain
         average; about 64 times more computation).
+    extrapolate : bool
+        Run ratios more than twice the largest the model was trained on
+        (default: `ValueError`).
 
     Returns
     -------
@@ -923,19 +1043,21 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         The denoised image, in the input's unit (counts units: counts of the
         long exposure, see the module docstring), with WCS and header of the
         input, ``EXPTIME`` multiplied by ``ratio``, mask = input mask |
-        non-finite input, and a `~astropy.nddata.StdDevUncertainty` from the
-        model (``DNUNCERT='model'``) or the Poisson estimate of a long
-        exposure (``DNUNCERT='poisson-estimate'``).  Header keywords:
-        ``DNMODEL, DNVER, DNSHA256, DNSHAOF, DNRATIO, DNTILE, DNOVERLP,
-        DNMODE, DNDEVICE, DNUNCERT`` and a ``HISTORY`` line.
+        non-finite input | saturated input, and a
+        `~astropy.nddata.StdDevUncertainty` from the model
+        (``DNUNCERT='model'``) or the Poisson estimate of a long exposure
+        (``DNUNCERT='poisson-estimate'``).  Header keywords: ``DNMODEL,
+        DNVER, DNSHA256, DNSHAOF, DNRATIO, DNESTIM, DNTILE, DNOVERLP, DNMODE,
+        DNDEVICE, DNUNCERT, DNNSAT`` and a ``HISTORY`` line.
 
     Raises
     ------
     TypeError
         ``ratio`` missing or not a number, ``ccd`` not NDData, bad ``model``.
     ValueError
-        Not 2-D, no usable pixel, ``ratio <= 1`` or NaN, bad sizes or mode,
-        missing exposure time or gain where needed.
+        Not 2-D, no usable pixel, ``ratio <= 1`` or NaN, a ratio far beyond
+        the model's training without ``extrapolate``, bad sizes, mode,
+        estimate or saturation, missing exposure time or gain where needed.
     astropy.units.UnitsError
         No unit or a unit that cannot be converted to electrons.
     RuntimeError
@@ -954,18 +1076,24 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     >>> ccd = CCDData(rng.poisson(50.0, (64, 64)).astype(float), unit="electron",
     ...               meta={"EXPTIME": 100.0})
     >>> out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    >>> out.shape, out.unit, out.meta["EXPTIME"][0], out.meta["DNUNCERT"][0]
-    ((64, 64), Unit("electron"), 200.0, 'poisson-estimate')
+    >>> out.shape, out.unit, out.meta["EXPTIME"][0], out.meta["DNESTIM"][0]
+    ((64, 64), Unit("electron"), 200.0, 'long')
     """
     r = _validation.validate_ratio(ratio)
     data = _validation.validate_ccd(ccd)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}.")
     if progress not in (True, False):
         raise TypeError(f"progress must be True or False, got {progress!r}.")
+    if extrapolate not in (True, False):
+        raise TypeError(f"extrapolate must be True or False, got {extrapolate!r}.")
+    sat_level = _saturation_level(ccd, saturation)
 
     dev = _resolve_device(device)
     net, info = _resolve_model(model, dev)
+    _check_ratio_range(r, info, extrapolate=extrapolate, call="denoise_ccd")
     norm = _check_normalization(info.get("normalization") or DEFAULT_NORMALIZATION)
     cfg = net.config
     if cfg.in_channels != 1:
@@ -992,6 +1120,10 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     # --- pixels into the network's space
     nonfinite = ~np.isfinite(data)
     bad = nonfinite if ccd.mask is None else nonfinite | np.asarray(ccd.mask, dtype=bool)
+    saturated = None
+    if sat_level is not None:
+        with np.errstate(invalid="ignore"):
+            saturated = data >= sat_level
     electrons = data                         # a float64 copy made by validate_ccd
     electrons *= scale                       # electrons in the short exposure
     _fill_bad(electrons, bad)
@@ -1013,17 +1145,23 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         DEFAULT_ENGINE[dev.type], x_model, net, dev, cond, norm=norm, ron=ron,
         tile_size=tile, overlap=ov, batch_size=batch_size, mode=mode, progress=progress,
         post=post, dtype=out_dtype)
+    x_model *= factor / to_model             # the input in the output unit
+    _finish_output(result, sigma, x_model, ratio=r, estimate=estimate, bad=bad,
+                   saturated=saturated)
     del x_model
     uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"
     if nonfinite.any():
         result[nonfinite] = np.nan
         sigma[nonfinite] = np.nan
+    if saturated is not None:
+        bad = bad | saturated
 
     # --- metadata
     meta = deepcopy(ccd.meta)
     _record_denoise(meta, "denoise_ccd", info=info, ratio=r, tile=tile, overlap=ov, mode=mode,
                     device=dev, uncert_kind=uncert_kind, noise=noise, to_model=to_model,
-                    exptime=exptime)
+                    exptime=exptime, estimate=estimate,
+                    n_saturated=None if saturated is None else int(saturated.sum()))
 
     return _validation.new_like(ccd, result, uncertainty=StdDevUncertainty(sigma),
                                 mask=bad, meta=meta)

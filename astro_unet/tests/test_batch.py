@@ -377,8 +377,8 @@ def test_denoise_large_equals_denoise_ccd(tmp_path, norm, cond):
     assert_array_equal(result.mask, expected.mask)
     assert result.unit == u.electron / u.s
     assert result.wcs.wcs.compare(WCS(fits.getheader(src)).wcs)
-    keys = ["DNMODEL", "DNVER", "DNSHA256", "DNSHAOF", "DNRATIO", "DNTILE", "DNOVERLP",
-            "DNMODE", "DNDEVICE", "DNUNCERT", "EXPTIME"]
+    keys = ["DNMODEL", "DNVER", "DNSHA256", "DNSHAOF", "DNRATIO", "DNESTIM", "DNTILE",
+            "DNOVERLP", "DNMODE", "DNDEVICE", "DNUNCERT", "EXPTIME"]
     if norm.get("scale") == "noise":
         keys.append("DNNOISE")
         assert expected.meta["DNNOISE"] > 0
@@ -411,6 +411,28 @@ def test_denoise_large_dask_array_is_lazy_and_matches(tmp_path):
     assert not res.mask.compute().any()
     assert res.header["DNNOISE"] == ref.meta["DNNOISE"][0]
     assert res.header["BUNIT"] == "electron" and "EXPTIME" not in res.header
+
+
+@pytest.mark.parametrize("estimate", ["mean", "long"])
+def test_denoise_large_estimates_and_saturation_match_denoise_ccd(estimate):
+    import torch
+
+    torch.manual_seed(3)
+    net = AstroUNet(base_channels=4, depth=2, cond_names=("ratio", "log_noise"))
+    net.normalization = {"unit": "electron", "transform": "asinh", "scale": "noise"}
+    data = image(5, (150, 170)).astype(np.float64) * EXPTIME
+    data[20, 30] = np.nan
+    level = np.nanpercentile(data, 99.5)
+    kwargs = dict(ratio=3, model=net, device="cpu", tile_size=48, overlap=12,
+                  estimate=estimate, saturation=level)
+    ref = denoise_ccd(CCDData(data, unit="electron"), **kwargs)
+    res = denoise_large(da.from_array(data, chunks=40), unit="electron", chunk_size=64,
+                        **kwargs)
+    good = np.isfinite(data)
+    assert_allclose(res.data.compute()[good], ref.data[good], rtol=1e-12, atol=1e-9)
+    assert_array_equal(res.mask.compute(), ref.mask)
+    assert ref.mask.sum() == 1 + (data >= level).sum()
+    assert res.header["DNESTIM"] == estimate
 
 
 def test_denoise_large_paper_mode_padding_and_client(tmp_path, client):

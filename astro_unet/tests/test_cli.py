@@ -489,16 +489,19 @@ def test_denoise_options_reach_denoise_ccd(capsys, tmp_path, model_file):
     code, out, err = run(capsys, "denoise", src, "-o", dst, "--ratio", "3", "--model",
                          model_file, "--device", "cpu", "--hdu", "SCI,2", "--tile-size", "16",
                          "--overlap", "4", "--batch-size", "3", "--read-noise", "2.5",
-                         "--mode", "feather")
+                         "--mode", "feather", "--estimate", "mean", "--saturation", "5",
+                         "--extrapolate")
     assert code == 0, err
     assert_hdus_unchanged(src, dst, skip=(2,))
     expected = direct_denoise(src, 2, ratio=3, model=str(model_file), device="cpu",
-                              tile_size=16, overlap=4, batch_size=3, read_noise=2.5)
+                              tile_size=16, overlap=4, batch_size=3, read_noise=2.5,
+                              estimate="mean", saturation=5.0, extrapolate=True)
+    assert 0 < expected.meta["DNNSAT"] and expected.meta["DNESTIM"] == "mean"
     with fits.open(dst) as b:
         assert_allclose(b[2].data, expected.data.astype(np.float32))
         assert (b[2].name, b[2].ver) == ("SCI", 2)
-        assert b[2].header["DNTILE"] == expected.meta["DNTILE"]
-        assert b[2].header["DNOVERLP"] == expected.meta["DNOVERLP"]
+        for key in ("DNTILE", "DNOVERLP", "DNESTIM", "DNNSAT"):
+            assert b[2].header[key] == expected.meta[key], key
 
 
 def test_denoise_masked_pixels_write_a_mask(capsys, tmp_path, model_file):

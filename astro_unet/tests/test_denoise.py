@@ -313,7 +313,7 @@ def test_anscombe_asymptotic_inverse_offset():
     net = zero_head_net()
     net.normalization = {"unit": "electron", "transform": "anscombe", "read_noise": 0.0,
                          "inverse": "asymptotic"}
-    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", estimate="mean")
     # (y/2)^2 - 1/8 instead of the algebraic (y/2)^2 - 3/8
     np.testing.assert_allclose(out.data, RATIO * (ccd.data + 0.25), rtol=1e-5)
 
@@ -561,7 +561,7 @@ class TestNoiseScaledNormalization:
         rng = np.random.default_rng(2)
         electrons = rng.poisson(30.0, (64, 64)).astype(float)
         ccd = CCDData(electrons.copy(), unit="electron", meta={"EXPTIME": 10.0})
-        out = denoise_ccd(ccd, ratio=3, model=net, device="cpu", tile_size=64)
+        out = denoise_ccd(ccd, ratio=3, model=net, device="cpu", tile_size=64, estimate="mean")
         x, cond, ctx = _network_input(electrons, norm=net.normalization, ratio=3,
                                       exptime=10.0, read_noise=0.0,
                                       cond_names=net.config.cond_names)
@@ -603,3 +603,94 @@ def test_median_offset_keeps_sky_noise_visible():
     assert ctx["norm"]["offset"] == pytest.approx(5000.0, abs=10)
     assert spread["median"] > 0.25
     assert spread["median"] > 10 * spread[0.0]
+
+
+# ---------------------------------------------------------------------------
+# estimate="long" / "mean", the ratio guard, saturation
+
+
+def test_long_estimate_adds_the_input_noise_scaled_to_the_long_exposure():
+    net = random_net()
+    ccd = make_ccd("electron")
+    snap = snapshot(ccd)
+    mean = denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="mean")
+    long = denoise_ccd(ccd, ratio=4, model=net, device="cpu")
+    assert_unchanged(ccd, snap)
+    assert kw(long.meta, "DNESTIM") == "long" and kw(mean.meta, "DNESTIM") == "mean"
+    # counts: the output is the long exposure, x r; d + (x r - d) / sqrt(r)
+    x_long = 4 * ccd.data
+    np.testing.assert_allclose(long.data, mean.data + (x_long - mean.data) / 2.0, rtol=1e-6)
+    # the added noise: the input's, at the level of the long exposure (rms / sqrt(r) in rate)
+    np.testing.assert_allclose(np.std(long.data - mean.data),
+                               np.std(x_long - mean.data) / 2.0, rtol=1e-6)
+    # same uncertainty model for both (the noise of a real long exposure)
+    np.testing.assert_allclose(long.uncertainty.array, mean.uncertainty.array)
+    with pytest.raises(ValueError, match="estimate must be one of"):
+        denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="median")
+
+
+def test_long_estimate_in_rate_units_and_bad_pixels_keep_the_mean():
+    net = random_net()
+    ccd = make_ccd("electron/s")
+    ccd.mask = np.zeros(ccd.shape, bool)
+    ccd.mask[5, 7] = True
+    mean = denoise_ccd(ccd, ratio=2, model=net, device="cpu", estimate="mean")
+    long = denoise_ccd(ccd, ratio=2, model=net, device="cpu", estimate="long")
+    good = ~ccd.mask
+    np.testing.assert_allclose(long.data[good], (mean.data + (ccd.data - mean.data)
+                                                 / np.sqrt(2))[good], rtol=1e-6)
+    assert long.data[5, 7] == mean.data[5, 7] and long.mask[5, 7]
+
+
+def _with_ratios(net, ratios):
+    info = {"name": "trained", "normalization": dn.DEFAULT_NORMALIZATION,
+            "metadata": {"version": "1", "ratios": ratios}}
+    return (net, info)
+
+
+@pytest.mark.parametrize("ratios", [{"schedule": "mixed", "values": [2.0, 5.0],
+                                     "range": [1.5, 10.0]}, [1.5, 10.0]])
+def test_ratio_outside_training_warns_and_far_outside_raises(ratios):
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    model = _with_ratios(random_net(), ratios)
+    ccd = make_ccd("electron")
+    denoise_ccd(ccd, ratio=10, model=model, device="cpu")          # inside: silent
+    with pytest.warns(AstropyUserWarning, match=r"outside the ratios .* \(1.5 to 10\)"):
+        denoise_ccd(ccd, ratio=1.2, model=model, device="cpu")
+    with pytest.warns(AstropyUserWarning, match="outside the ratios"):
+        denoise_ccd(ccd, ratio=15, model=model, device="cpu")
+    for ratio in (30, 1e5):
+        with pytest.raises(ValueError, match="extrapolate=True"):
+            denoise_ccd(ccd, ratio=ratio, model=model, device="cpu")
+    with pytest.warns(AstropyUserWarning):
+        out = denoise_ccd(ccd, ratio=30, model=model, device="cpu", extrapolate=True)
+    assert np.isfinite(out.data).all()
+    with pytest.raises(TypeError, match="extrapolate"):
+        denoise_ccd(ccd, ratio=2, model=model, device="cpu", extrapolate="yes")
+
+
+def test_saturated_pixels_are_masked_not_brightened():
+    net = random_net()
+    ccd = make_ccd("adu", SATURATE=1000.0)
+    sat = ccd.data >= 1000.0
+    assert 0 < sat.sum() < 100
+    out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
+    assert out.mask[sat].all() and not out.mask[~sat].any()
+    assert kw(out.meta, "DNNSAT") == sat.sum()
+    # the input's value, in the output unit (counts of the long exposure): a lower limit
+    np.testing.assert_allclose(out.data[sat], 2 * ccd.data[sat])
+    # an argument replaces the keyword; False switches it off; a Quantity is converted
+    out = denoise_ccd(ccd, ratio=2, model=net, device="cpu", saturation=False)
+    assert out.mask is None or not out.mask.any()
+    assert "DNNSAT" not in out.meta
+    out = denoise_ccd(ccd, ratio=2, model=net, device="cpu", saturation=0.5 * u.kadu)
+    np.testing.assert_array_equal(out.mask, ccd.data >= 500.0)
+    with pytest.raises(u.UnitsError, match="saturation"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", saturation=5 * u.s)
+    with pytest.raises(ValueError, match="saturation"):
+        denoise_ccd(ccd, ratio=2, model=net, device="cpu", saturation=-1.0)
+    # a rate image ignores SATURATE (its scale rarely matches)
+    rate = make_ccd("adu/s", SATURATE=1.0)
+    out = denoise_ccd(rate, ratio=2, model=net, device="cpu")
+    assert "DNNSAT" not in out.meta
