@@ -38,46 +38,52 @@ print(short.meta["EXPTIME"], short.meta["SIMDET"])
 # %%
 # Denoise
 # -------
-# ``model="default"`` is the trained model bundled with the package
-# (``astro-unet-default-v1``); ``ratio`` tells it how much longer the result
-# should look.  The result is a new `~astropy.nddata.CCDData` in the input's
-# unit, with the WCS and the header of the input, ``EXPTIME`` multiplied by
-# ``ratio`` and ``DN*`` keywords that record what was done.
+# ``model="default"`` is the trained model bundled with the package;
+# ``ratio`` tells it how much longer the result should look.  The result is
+# a new `~astropy.nddata.CCDData` in the input's unit, with the WCS and the
+# header of the input, ``EXPTIME`` multiplied by ``ratio`` and ``DN*``
+# keywords that record what was done.
+#
+# By default (``estimate="long"``) the output looks like a real exposure
+# ``ratio`` times longer: the network's estimate plus the input's own noise,
+# scaled down to the long exposure's level.  ``estimate="mean"`` returns the
+# network's expected value alone, with a background far quieter than any
+# real exposure (see :ref:`estimates`).
 
 from astro_unet import denoise_ccd
 
 denoised = denoise_ccd(short, ratio=ratio, model="default", device="cpu")
+mean = denoise_ccd(short, ratio=ratio, model="default", device="cpu", estimate="mean")
 print(denoised.meta["EXPTIME"], denoised.meta["DNRATIO"], denoised.meta["DNMODEL"],
-      denoised.meta["DNTILE"])
+      denoised.meta["DNESTIM"], denoised.meta["DNTILE"])
 
 # %%
-# Input, output and the long exposure
-# -----------------------------------
-# All three panels use the ZScale limits of the noisy input and a linear
-# stretch.
+# Input, outputs and the long exposure
+# ------------------------------------
+# All panels use the ZScale limits of the noisy input and a linear stretch.
 
 import matplotlib.pyplot as plt
 
 from astro_unet import plot_comparison, plot_residuals
 
 fig = plot_comparison(
-    short, denoised, long,
-    titles=[f"input ({802 / ratio:.0f} s)", "denoised", "long exposure (802 s)"],
+    short, denoised, mean, long,
+    titles=[f"input ({802 / ratio:.0f} s)", 'estimate="long"', 'estimate="mean"',
+            "long exposure (802 s)"],
     stretch="linear", interval="zscale")
 plt.show()
 
 # %%
 # Residual
 # --------
-# Denoised minus long exposure, with colour limits symmetric about zero:
-# what the network got wrong.  Noise that remains is spread over the whole
-# field; a systematic error shows up as a pattern on the sources.  Here the
-# residual is far weaker than the input's noise (next figure), and what
-# is left sits on the sources: the peaks of the faint stars come out a few
-# per cent low (blue dots), and the cores and diffraction spikes of the
-# brightest stars are not reproduced exactly.
+# The mean estimate minus the long exposure, with colour limits symmetric
+# about zero: what the network got wrong.  Noise that remains is spread over
+# the whole field; a systematic error shows up as a pattern on the sources.
+# Here the residual is far weaker than the input's noise (next figure); what
+# is left sits on the sources, mostly the cores and diffraction spikes of
+# the brightest stars.
 
-fig = plot_residuals(long, denoised, title="denoised - long exposure")
+fig = plot_residuals(long, mean, title='estimate="mean" - long exposure')
 plt.show()
 
 # %%
