@@ -686,6 +686,95 @@ def coverage_section(args, models, csv_rows):
     return results
 
 
+# --------------------------------------------------------------------------- reuse
+def _csv_number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_baseline_csv(path):
+    """The rows of an earlier run's CSV (comment lines skipped)."""
+    with open(path, newline="") as f:
+        lines = [line for line in f if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def reuse_baselines(path, methods_reused, args, results, blank, realnoise):
+    """
+    Add the rows of ``methods_reused`` from an earlier run's CSV.
+
+    Only valid for identical inputs: the noisy-input rows of that run must
+    equal this run's (pooled simulated metrics, blank-frame counts, M13
+    metrics), else the run stops.
+    """
+    rows = read_baseline_csv(path)
+    keys = ("n_reference", "n_test", "n_matched")
+
+    def pooled_row(r, method, thr):
+        for row in rows:
+            if (row["section"] == "simulated" and row["image"] == "all"
+                    and row["method"] == method and row["threshold"] == thr
+                    and _csv_number(row["ratio"]) == r):
+                return row
+        return None
+
+    for r in args.ratios:
+        for thr in THRESHOLDS:
+            old = pooled_row(r, "input", thr)
+            new = results.get((r, "input", thr))
+            if old is None or new is None or any(int(_csv_number(old[k])) != new[k]
+                                                 for k in keys):
+                raise SystemExit(f"--reuse-baselines {path}: its noisy-input rows differ from "
+                                 f"this run's at r={r:g} ({thr}); the inputs are not the same.")
+            for method in methods_reused:
+                row = pooled_row(r, method, thr)
+                if row is None:
+                    raise SystemExit(f"--reuse-baselines {path}: no {method} row at r={r:g}.")
+                s = {k: _csv_number(row.get(k)) for k in CSV_FIELDS
+                     if k not in ("section", "threshold", "image", "method", "note")}
+                for k in keys:
+                    s[k] = int(s[k])
+                results[(r, method, thr)] = s
+    if blank:
+        counts = {}
+        for row in rows:
+            if row["section"] != "blank":
+                continue
+            c = counts.setdefault((_csv_number(row["ratio"]), row["method"]),
+                                  dict(self=0, reference=0, input=0, frames=0, pixels=0))
+            c[row["threshold"]] += int(_csv_number(row["n_test"]))
+            if row["threshold"] == "self":
+                c["input"] += int(_csv_number(row["n_reference"]))
+                c["frames"] += 1
+                c["pixels"] += int(_csv_number(row["n_pixels"]) or 0)
+        for r in args.ratios:
+            old, new = counts.get((r, "input")), blank.get((r, "input"))
+            if old is None or (old["self"], old["reference"]) != (new["self"],
+                                                                  new["reference"]):
+                raise SystemExit(f"--reuse-baselines {path}: its blank-frame input counts "
+                                 f"differ from this run's at r={r:g}.")
+            for method in methods_reused:
+                blank[(r, method)] = counts[(r, method)]
+    if realnoise:
+        ref_noise = next(iter(realnoise.values()))["reference_noise"]
+        for row in rows:
+            if row["section"] != "realnoise":
+                continue
+            s = {k: _csv_number(row.get(k)) for k in CSV_FIELDS
+                 if k not in ("section", "threshold", "image", "method", "note")}
+            for k in keys:
+                s[k] = int(s[k])
+            if row["method"] == "input":
+                new = realnoise[("input", row["threshold"])]
+                if any(s[k] != new[k] for k in keys):
+                    raise SystemExit(f"--reuse-baselines {path}: its M13 input rows differ.")
+            elif row["method"] in methods_reused:
+                realnoise[(row["method"], row["threshold"])] = dict(s, reference_noise=ref_noise)
+    log(f"reused {', '.join(methods_reused)} from {path} (identical noisy inputs checked)")
+
+
 # --------------------------------------------------------------------------- targets
 def evaluate_targets(args, results, blank, realnoise, classical_run, label):
     lines = []
@@ -1027,6 +1116,9 @@ def build_parser():
     p.add_argument("--methods", nargs="+", default=None, choices=ALL_METHODS,
                    help="baselines to run (default: all; quick: all but bm3d)")
     p.add_argument("--no-bm3d", action="store_true", help="skip BM3D")
+    p.add_argument("--reuse-baselines", default=None, metavar="CSV",
+                   help="take the classical methods not run here from this earlier run's "
+                        "CSV (its noisy-input rows must equal this run's)")
     p.add_argument("--gaussian-sigma", type=float, default=1.0,
                    help="Gaussian sigma (px; default 1)")
     p.add_argument("--median-size", type=int, default=3, help="median box side (px; default 3)")
@@ -1167,6 +1259,12 @@ def main(argv=None):
     if args.coverage_scenes > 0 and models:
         log("uncertainty coverage")
         coverage = coverage_section(args, models, csv_rows)
+    if args.reuse_baselines:
+        reused = [c for c in CLASSICAL if c not in methods]
+        reuse_baselines(args.reuse_baselines, reused, args, results, blank, realnoise)
+        methods = methods[:1] + reused + methods[1:]
+        header.append(f"reused from {args.reuse_baselines} (identical noisy inputs checked): "
+                      f"{', '.join(reused)}")
     classical_run = [c for c in CLASSICAL if c in methods]
     targets = evaluate_targets(args, results, blank, realnoise, classical_run, target)
     elapsed = time.perf_counter() - start
