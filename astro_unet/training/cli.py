@@ -14,7 +14,8 @@ Nothing heavy is imported until a run starts.
 
 import argparse
 import os
-import sys
+
+from ._console import message
 
 __all__ = ["add_train_arguments", "add_train_command", "run_train", "main"]
 
@@ -157,10 +158,10 @@ def main(argv=None):
     try:
         return run_train(args)
     except KeyboardInterrupt:
-        print("astro_unet.training: interrupted", file=sys.stderr)
+        message("interrupted")
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:
         if args.debug:
             raise
-        print(f"astro_unet.training: error: {err}", file=sys.stderr)
+        message(f"error: {err}")
         return 1

@@ -1,60 +1,11 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-The training loop: `train` (``python -m astro_unet.training``, ``astro-unet train``).
+The training loop: `train` trains, validates, checkpoints and exports a model.
 
-One call trains an `~astro_unet.model.AstroUNet` as a `TrainingConfig`
-says and exports it with `~astro_unet.model.save_model` (float16), next to a
-JSON record of how it was made.
-
-What happens
-------------
-1. Pairs (`~astro_unet.training.PairDataset`): synthetic scenes rendered
-   once into a pool (cached in the run directory) and real images of the
-   exposure table's training splits, degraded on the fly with
-   `~astro_unet.simulate_short_exposure` and mapped into the network's space
-   by the private functions `~astro_unet.denoise_ccd` uses.  Sample ``i`` of
-   step ``s`` has the global index ``s * batch_size + i`` and depends only on
-   the seed and that index, so a run is reproducible, can be resumed exactly
-   and does not depend on the number of processes or loader workers.
-2. Optimisation: AdamW, linear warm-up then cosine decay, gradient
-   clipping; loss = ``l1`` x mean absolute error over valid pixels (the
-   paper's loss) + ``mse`` x the noise-normalised squared error in linear
-   flux (unbiased: see `training_loss`) + ``kl`` x a pixel-distribution term (the 1-D Wasserstein
-   distance of the sorted pixel values of output and target, a
-   differentiable, histogram-free stand-in for the paper's KL divergence of
-   pixel histograms) + ``nll`` x the Laplace negative log-likelihood of the
-   uncertainty channel of a two-channel network (the error is detached, so
-   the head learns ``b = E|error|`` without pulling the image).
-3. Validation (every ``validation.every`` steps and at the end, rank 0):
-   the L1 loss on fixed validation batches, and the photometry that
-   matters: validation scenes (synthetic: a noisy long exposure of a
-   noiseless scene; real: the table's validation images) are degraded at
-   each validation ratio with fixed seeds, denoised with
-   `~astro_unet.denoise_ccd` (exactly as users will) and compared with the
-   long exposure by `~astro_unet.photometric_comparison`, every image
-   thresholded at the long exposure's absolute level: F-measure, TPR,
-   precision, relative flux error, and the detections in denoised blank
-   frames (hallucinations).  The metrics of the noisy inputs are written
-   once to ``validation_baseline.json``.
-4. Logs: ``log.csv`` in the run directory (step, learning rate, losses,
-   gradient norm, throughput, wall time, validation metrics) and a tqdm
-   progress bar when tqdm is installed.
-5. Checkpoints (``checkpoint-<step>.pt`` and ``last.pt``): model, optimizer,
-   scheduler, step, RNG states (python, numpy, torch), the configuration,
-   the best validation so far and the wall time used.  Resuming from one
-   gives the same parameters as an uninterrupted run.
-6. Export: `~astro_unet.model.save_model` with the configuration's
-   normalization and metadata ``name``, ``description``, ``version``,
-   ``created``, ``instruments``, ``ratios``, ``units`` and ``training``
-   (command line, configuration, data files with their splits and sha256,
-   the synthetic pool, seed, steps, wall time, machine); the same record in
-   ``<model>.json``.
-
-Devices: CPU, or CUDA with bfloat16 autocast and channels-last memory.  Under
-``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment) the
-model is wrapped in `~torch.nn.parallel.DistributedDataParallel` (NCCL on
-CUDA, Gloo on the CPU), the global batch is split evenly over the processes,
-and only rank 0 writes logs, checkpoints and the model.
+`train` (``python -m astro_unet.training``, ``astro-unet train``) trains an
+`~astro_unet.model.AstroUNet` as a `~astro_unet.training.TrainingConfig`
+says and exports it with `~astro_unet.model.save_model`; `training_loss`
+and `flux_context` are its loss.  Its Notes say what a run does.
 """
 
 import contextlib
@@ -74,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from ._console import ProgressBar, message
 from .config import TrainingConfig, load_config
 
 
@@ -97,11 +49,6 @@ _VAL_LONG = 9005
 
 # ---------------------------------------------------------------------------
 # small helpers
-
-
-def _log(message, rank=0):
-    if rank == 0:
-        print(f"astro_unet.training: {message}", file=sys.stderr, flush=True)
 
 
 def _atomic_torch_save(obj, path):
@@ -454,7 +401,7 @@ def _noisy_long(long_expect, *, sky_e, ron, rng):
 
 
 class _Validator:
-    """Fixed validation cases and their scoring (see the module docstring)."""
+    """Fixed validation cases and their scoring (see the Notes of `train`)."""
 
     def __init__(self, config, *, norm, cond_names, device, run_dir, dist, real_val):
         import torch
@@ -690,38 +637,6 @@ def _fmt(value):
     return value
 
 
-class _Progress:
-    def __init__(self, total, initial, enabled):
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, initial=initial, desc="astro_unet train",
-                                unit="step", dynamic_ncols=True)
-
-    def update(self, n, **postfix):
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
-
-    def line(self, text):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ---------------------------------------------------------------------------
 # checkpoints
 
@@ -826,7 +741,7 @@ def _version():
 
 def train(config, *, resume=None, output=None, progress=True, stop_at_step=None):
     """
-    Train an Astro U-net and export it (see the module docstring).
+    Train an Astro U-net and export it.
 
     Parameters
     ----------
@@ -856,6 +771,51 @@ def train(config, *, resume=None, output=None, progress=True, stop_at_step=None)
         Invalid configuration.
     FloatingPointError
         The loss became NaN or infinite.
+
+    Notes
+    -----
+    1. Pairs (`~astro_unet.training.PairDataset`): synthetic scenes rendered once into a
+       pool (cached in the run directory) and real images of the exposure table's training
+       splits, degraded on the fly with `~astro_unet.simulate_short_exposure` and mapped
+       into the network's space by the private functions `~astro_unet.denoise_ccd` uses.
+       Sample ``i`` of step ``s`` has the global index ``s * batch_size + i`` and depends
+       only on the seed and that index, so a run is reproducible, can be resumed exactly and
+       does not depend on the number of processes or loader workers.
+    2. Optimisation: AdamW, linear warm-up then cosine decay, gradient clipping; loss =
+       ``l1`` x mean absolute error over valid pixels (the paper's loss) + ``mse`` x the
+       noise-normalised squared error in linear flux (unbiased: see `training_loss`) +
+       ``kl`` x a pixel-distribution term (the 1-D Wasserstein distance of the sorted pixel
+       values of output and target, a differentiable, histogram-free stand-in for the
+       paper's KL divergence of pixel histograms) + ``nll`` x the Laplace negative
+       log-likelihood of the uncertainty channel of a two-channel network (the error is
+       detached, so the head learns ``b = E|error|`` without pulling the image).
+    3. Validation (every ``validation.every`` steps and at the end, rank 0): the L1 loss on
+       fixed validation batches, and the photometry that matters: validation scenes
+       (synthetic: a noisy long exposure of a noiseless scene; real: the table's validation
+       images) are degraded at each validation ratio with fixed seeds, denoised with
+       `~astro_unet.denoise_ccd` (exactly as users will) and compared with the long exposure
+       by `~astro_unet.photometric_comparison`, every image thresholded at the long
+       exposure's absolute level: F-measure, TPR, precision, relative flux error, and the
+       detections in denoised blank frames (hallucinations).  The metrics of the noisy
+       inputs are written once to ``validation_baseline.json``.
+    4. Logs: ``log.csv`` in the run directory (step, learning rate, losses, gradient norm,
+       throughput, wall time, validation metrics) and a tqdm progress bar when tqdm is
+       installed.
+    5. Checkpoints (``checkpoint-<step>.pt`` and ``last.pt``): model, optimizer, scheduler,
+       step, RNG states (python, numpy, torch), the configuration, the best validation so
+       far and the wall time used.  Resuming from one gives the same parameters as an
+       uninterrupted run.
+    6. Export: `~astro_unet.model.save_model` with the configuration's normalization and
+       metadata ``name``, ``description``, ``version``, ``created``, ``instruments``,
+       ``ratios``, ``units`` and ``training`` (command line, configuration, data files with
+       their splits and sha256, the synthetic pool, seed, steps, wall time, machine); the
+       same record in ``<model>.json``.
+
+    Devices: CPU, or CUDA with bfloat16 autocast and channels-last memory.  Under
+    ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment) the model is
+    wrapped in `~torch.nn.parallel.DistributedDataParallel` (NCCL on CUDA, Gloo on the CPU),
+    the global batch is split evenly over the processes, and only rank 0 writes logs,
+    checkpoints and the model.
 
     Examples
     --------
@@ -895,150 +855,208 @@ def train(config, *, resume=None, output=None, progress=True, stop_at_step=None)
 
 
 def _train(config, dist, device, *, resume, output, progress, stop_at_step):
-    import torch
-    from torch.utils.data import DataLoader
+    """The body of `train`, one section after the other (see `_Run`)."""
+    run = _Run(config, dist, device, output=output, stop_at_step=stop_at_step)
+    run.set_up_model(resume)
+    run.set_up_data()
+    run.set_up_validation(progress)
+    run.optimise()
+    run.validate_last()
+    return run.export()
 
-    from ..model import AstroUNet, save_model
-    from .pairs import PairDataset
 
-    t_start = time.time()
-    run = config.run
-    cfg_o = config.optim
-    rank0 = dist.rank == 0
-    run_dir = config.run_dir
-    output = os.fspath(output) if output is not None else config.output_path
-    if run.num_threads:
-        torch.set_num_threads(run.num_threads)
-    if run.deterministic:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        else:
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if cfg_o.batch_size % dist.world:
-        raise ValueError(f"optim.batch_size ({cfg_o.batch_size}) must be a multiple of the "
-                         f"number of processes ({dist.world}).")
-    if rank0:
-        os.makedirs(run_dir, exist_ok=True)
-    dist.barrier()
+class _Run:
+    """
+    One training run, in the sections of `train`.
 
-    # -- model, optimizer, schedule (initialisation from the seed)
-    torch.manual_seed(run.seed)
-    model = AstroUNet(config.model).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg_o.lr, betas=cfg_o.betas,
-                                  weight_decay=cfg_o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, cfg_o))
+    The constructor prepares torch and the run directory; then, in this
+    order, `set_up_model` (model, optimizer, schedule; resume or warm
+    start), `set_up_data` (the pairs and their loader), `set_up_validation`
+    (validation cases, baseline, logs, progress bar), `optimise` (the loop,
+    with logs, validations and checkpoints), `validate_last` and `export`.
+    """
 
-    # -- resume
-    start_step, wall_before, best = 0, 0.0, None
-    ckpt_path = _resolve_resume(resume, run_dir)
-    if ckpt_path is not None:
-        # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved_model = ckpt["config"]["model"]
-        if saved_model != config.model.to_dict():
-            raise ValueError(f"checkpoint {ckpt_path!r} holds another architecture "
-                             f"({saved_model}) than the configuration ({config.model}).")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_step = int(ckpt["step"])
-        wall_before = float(ckpt.get("wall_time", 0.0))
-        best = ckpt.get("best")
-        _set_rng_state(ckpt["rng"], device)
-        if ckpt["config"] != config.to_dict():
-            _log(f"resuming from {ckpt_path} with a changed configuration", dist.rank)
-        _log(f"resumed from {ckpt_path} at step {start_step}", dist.rank)
-    elif run.init:
-        _warm_start(model, run.init, config)
-        _log(f"warm start from {run.init}", dist.rank)
-    total_steps = cfg_o.steps
-    last_step = total_steps if stop_at_step is None else min(int(stop_at_step), total_steps)
+    def __init__(self, config, dist, device, *, output, stop_at_step):
+        import torch
 
-    net = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+        self.t_start = time.time()
+        self.config = config
+        self.dist = dist
+        self.device = device
+        self.rank0 = dist.rank == 0
+        self.run_dir = config.run_dir
+        self.output = os.fspath(output) if output is not None else config.output_path
+        self.stop_at_step = stop_at_step
+        run = config.run
+        if run.num_threads:
+            torch.set_num_threads(run.num_threads)
+        if run.deterministic:
+            if device.type == "cpu":
+                torch.use_deterministic_algorithms(True)
+            else:
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        batch_size = config.optim.batch_size
+        if batch_size % dist.world:
+            raise ValueError(f"optim.batch_size ({batch_size}) must be a multiple of the "
+                             f"number of processes ({dist.world}).")
+        if self.rank0:
+            os.makedirs(self.run_dir, exist_ok=True)
+        dist.barrier()
 
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if run.compile:
-        net = torch.compile(net)
+    # -- model, optimizer, schedule (initialisation from the seed); resume
+
+    def set_up_model(self, resume):
+        """The model, optimizer and schedule: new, resumed from a checkpoint or warm-started."""
+        import torch
+
+        from ..model import AstroUNet
+
+        config, device, dist = self.config, self.device, self.dist
+        run, cfg_o = config.run, config.optim
+        torch.manual_seed(run.seed)
+        model = AstroUNet(config.model).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg_o.lr, betas=cfg_o.betas,
+                                      weight_decay=cfg_o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: _lr_factor(s, cfg_o))
+
+        self.start_step, self.wall_before, self.best = 0, 0.0, None
+        ckpt_path = _resolve_resume(resume, self.run_dir)
+        if ckpt_path is not None:
+            # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            saved_model = ckpt["config"]["model"]
+            if saved_model != config.model.to_dict():
+                raise ValueError(f"checkpoint {ckpt_path!r} holds another architecture "
+                                 f"({saved_model}) than the configuration ({config.model}).")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            self.start_step = int(ckpt["step"])
+            self.wall_before = float(ckpt.get("wall_time", 0.0))
+            self.best = ckpt.get("best")
+            _set_rng_state(ckpt["rng"], device)
+            if ckpt["config"] != config.to_dict():
+                message(f"resuming from {ckpt_path} with a changed configuration", dist.rank)
+            message(f"resumed from {ckpt_path} at step {self.start_step}", dist.rank)
+        elif run.init:
+            _warm_start(model, run.init, config)
+            message(f"warm start from {run.init}", dist.rank)
+        self.total_steps = cfg_o.steps
+        self.last_step = (self.total_steps if self.stop_at_step is None
+                          else min(int(self.stop_at_step), self.total_steps))
+
+        net = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if run.compile:
+            net = torch.compile(net)
+        self.model, self.net = model, net
+        self.optimizer, self.scheduler = optimizer, scheduler
 
     # -- data
-    d = config.data
-    real = None
-    if d.synthetic_fraction < 1:
-        real = _real_dataset(config, d.train_splits, size=d.crop_size, seed=run.seed)
-    pool = None
-    if d.synthetic_fraction > 0:
-        t0 = time.time()
-        pool = _build_pool(config, seed=run.seed, n=d.pool_size, size=d.scene_size,
-                           cache=os.path.join(run_dir, "scene_pool.npz"), dist=dist,
-                           workers=max(1, min(d.num_workers, os.cpu_count() or 1)))
-        _log(f"synthetic pool: {len(pool)} scenes of {d.scene_size} px "
-             f"({time.time() - t0:.1f} s)", dist.rank)
-    norm = dict(config.normalization)
-    dataset = PairDataset(norm=norm, cond_names=config.model.cond_names, data=d, pool=pool,
-                          real=real, seed=run.seed)
-    # fail early, with a clear message, on a normalization denoise_ccd would refuse
-    try:
-        dataset.arrays(0)
-    except ValueError as err:
-        raise ValueError(f"the configuration's normalization or conditioning is not usable: "
-                         f"{err}") from err
-    sampler = _StepBatches(start_step, last_step, cfg_o.batch_size, dist.rank, dist.world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
-                        generator=torch.Generator().manual_seed(run.seed),
-                        persistent_workers=False,
-                        prefetch_factor=4 if d.num_workers else None)
 
-    # -- validation (rank 0)
-    validator = None
-    val_estimate = 0.0
-    v = config.validation
-    columns = list(CSV_COLUMNS) + [f"val_f_r{r:g}" for r in v.ratios]
-    if rank0:
-        real_val = None
-        if v.real and d.validation_splits:
-            try:
-                real_val = _real_dataset(config, d.validation_splits, size=16, seed=run.seed)
-            except ValueError as err:  # no data directory or no validation image
-                if d.synthetic_fraction < 1:
-                    raise
-                _log(f"no real validation images ({err})")
-        validator = _Validator(config, norm=norm, cond_names=config.model.cond_names,
-                               device=device, run_dir=run_dir, dist=dist, real_val=real_val)
-        if not validator.cases and not validator.blank and not validator.l1_batches:
-            validator = None
-        elif start_step == 0 or not os.path.isfile(
-                os.path.join(run_dir, "validation_baseline.json")):
+    def set_up_data(self):
+        """The training pairs (real images, synthetic pool) and this rank's loader."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        from .pairs import PairDataset
+
+        config, device, dist = self.config, self.device, self.dist
+        run, d = config.run, config.data
+        self.real = None
+        if d.synthetic_fraction < 1:
+            self.real = _real_dataset(config, d.train_splits, size=d.crop_size, seed=run.seed)
+        self.pool = None
+        if d.synthetic_fraction > 0:
             t0 = time.time()
-            base = validator.baseline()
-            # the first estimate of a validation's duration (for the time limit)
-            val_estimate = 3.0 * (time.time() - t0)
-            with open(os.path.join(run_dir, "validation_baseline.json"), "w") as f:
-                json.dump(_plain_json(base), f, indent=1)
-            _log("noisy-input validation metrics: " + ", ".join(
-                f"{k}={base[k]:.3g}" for k in ("val_f_measure", "val_tpr", "val_rfe")
-                if k in base), dist.rank)
-        csv_log = _CSVLog(os.path.join(run_dir, "log.csv"), columns, start_step)
-        if start_step > 0:
-            val_estimate = max(val_estimate, _truncate_validations(run_dir, start_step))
-    bar = _Progress(total_steps, start_step, progress and rank0)
+            self.pool = _build_pool(config, seed=run.seed, n=d.pool_size, size=d.scene_size,
+                                    cache=os.path.join(self.run_dir, "scene_pool.npz"),
+                                    dist=dist,
+                                    workers=max(1, min(d.num_workers, os.cpu_count() or 1)))
+            message(f"synthetic pool: {len(self.pool)} scenes of {d.scene_size} px "
+                    f"({time.time() - t0:.1f} s)", dist.rank)
+        self.norm = dict(config.normalization)
+        dataset = PairDataset(norm=self.norm, cond_names=config.model.cond_names, data=d,
+                              pool=self.pool, real=self.real, seed=run.seed)
+        # fail early, with a clear message, on a normalization denoise_ccd would refuse
+        try:
+            dataset.arrays(0)
+        except ValueError as err:
+            raise ValueError(f"the configuration's normalization or conditioning is not "
+                             f"usable: {err}") from err
+        sampler = _StepBatches(self.start_step, self.last_step, config.optim.batch_size,
+                               dist.rank, dist.world)
+        self.loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+                                 pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
+                                 generator=torch.Generator().manual_seed(run.seed),
+                                 persistent_workers=False,
+                                 prefetch_factor=4 if d.num_workers else None)
 
-    def checkpoint(step):
-        if not rank0:
+    # -- validation (rank 0), logs and progress bar
+
+    def set_up_validation(self, progress):
+        """The validation cases and the noisy inputs' baseline, ``log.csv`` and the bar."""
+        config, dist, run_dir = self.config, self.dist, self.run_dir
+        d, v = config.data, config.validation
+        self.validator = None
+        self.csv_log = None
+        self.val_estimate = 0.0
+        self.columns = list(CSV_COLUMNS) + [f"val_f_r{r:g}" for r in v.ratios]
+        if self.rank0:
+            real_val = None
+            if v.real and d.validation_splits:
+                try:
+                    real_val = _real_dataset(config, d.validation_splits, size=16,
+                                             seed=config.run.seed)
+                except ValueError as err:  # no data directory or no validation image
+                    if d.synthetic_fraction < 1:
+                        raise
+                    message(f"no real validation images ({err})")
+            validator = _Validator(config, norm=self.norm, cond_names=config.model.cond_names,
+                                   device=self.device, run_dir=run_dir, dist=dist,
+                                   real_val=real_val)
+            if not validator.cases and not validator.blank and not validator.l1_batches:
+                validator = None
+            elif self.start_step == 0 or not os.path.isfile(
+                    os.path.join(run_dir, "validation_baseline.json")):
+                t0 = time.time()
+                base = validator.baseline()
+                # the first estimate of a validation's duration (for the time limit)
+                self.val_estimate = 3.0 * (time.time() - t0)
+                with open(os.path.join(run_dir, "validation_baseline.json"), "w") as f:
+                    json.dump(_plain_json(base), f, indent=1)
+                message("noisy-input validation metrics: " + ", ".join(
+                    f"{k}={base[k]:.3g}" for k in ("val_f_measure", "val_tpr", "val_rfe")
+                    if k in base), dist.rank)
+            self.validator = validator
+            self.csv_log = _CSVLog(os.path.join(run_dir, "log.csv"), self.columns,
+                                   self.start_step)
+            if self.start_step > 0:
+                self.val_estimate = max(self.val_estimate,
+                                        _truncate_validations(run_dir, self.start_step))
+        self.bar = ProgressBar(self.total_steps, self.start_step, progress and self.rank0)
+
+    # -- checkpoints and validations during the run
+
+    def checkpoint(self, step):
+        """Write ``last.pt`` (and ``checkpoint-<step>.pt``, keeping the newest) on rank 0."""
+        if not self.rank0:
             return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "step": step,
-                 "rng": _rng_state(device), "config": config.to_dict(),
-                 "wall_time": wall_before + time.time() - t_start, "best": best}
+        config, run_dir = self.config, self.run_dir
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "step": step,
+                 "rng": _rng_state(self.device), "config": config.to_dict(),
+                 "wall_time": self.wall_before + time.time() - self.t_start, "best": self.best}
         path = os.path.join(run_dir, f"checkpoint-{step:08d}.pt")
         _atomic_torch_save(state, os.path.join(run_dir, "last.pt"))
         if config.checkpoint.keep > 0:
@@ -1048,198 +1066,226 @@ def _train(config, dist, device, *, resume, output, progress, stop_at_step):
             for old in olds[:-config.checkpoint.keep]:
                 os.unlink(os.path.join(run_dir, old))
 
-    def validate(step):
-        nonlocal best
+    def validate(self, step):
+        """Validate the model at ``step``: keep the best, append to ``validation.jsonl``."""
         t0 = time.time()
-        res = validator.run(model, step)
+        res = self.validator.run(self.model, step)
         res["val_seconds"] = time.time() - t0
         f = res.get("val_f_measure", float("nan"))
-        if np.isfinite(f) and (best is None or f > best["f_measure"]):
-            best = {"step": step, "f_measure": float(f),
-                    "state": {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}}
-        with open(os.path.join(run_dir, "validation.jsonl"), "a") as fh:
+        if np.isfinite(f) and (self.best is None or f > self.best["f_measure"]):
+            self.best = {"step": step, "f_measure": float(f),
+                         "state": {k: t.detach().cpu().clone()
+                                   for k, t in self.model.state_dict().items()}}
+        with open(os.path.join(self.run_dir, "validation.jsonl"), "a") as fh:
             fh.write(json.dumps(_plain_json({"step": step, **res})) + "\n")
         return res
 
     # -- the loop
-    limit_s = run.time_limit_minutes * 60.0
-    names = ("loss", "l1", "mse", "kl", "nll", "grad_norm")
 
-    def loss_inputs(x, cond):
-        return _loss_inputs(x, cond, config)
+    def optimise(self):
+        """The optimisation steps, with logs, validations, checkpoints and the time limit."""
+        import torch
 
-    acc = torch.zeros(len(names), device=device)   # summed on the device: no sync per step
-    n_acc, t_last, step_times = 0, time.time(), []
-    val_seconds = val_estimate
-    step = start_step
-    stopped_early = False
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and run.amp else contextlib.nullcontext())
-    net.train()
-    t_prev = time.time()
-    try:
-        for x, cond, target, valid in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            cond = cond.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            valid = valid.to(device, non_blocking=True)
-            with autocast:
-                pred = net(x, cond)
-            loss, parts = training_loss(pred, target, valid, config.loss,
-                                        **loss_inputs(x, cond))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg_o.grad_clip > 0:
-                gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_o.grad_clip)
-            else:
-                gn = torch.zeros((), device=device)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            acc += torch.stack([loss.detach(), parts["l1"], parts["mse"], parts["kl"],
-                                parts["nll"], gn.detach().float()])
-            n_acc += 1
+        config, device, dist = self.config, self.device, self.dist
+        run, cfg_o, v = config.run, config.optim, config.validation
+        net, optimizer, scheduler = self.net, self.optimizer, self.scheduler
+        validator, bar, columns = self.validator, self.bar, self.columns
+        t_start, wall_before, last_step = self.t_start, self.wall_before, self.last_step
+        limit_s = run.time_limit_minutes * 60.0
+        names = ("loss", "l1", "mse", "kl", "nll", "grad_norm")
 
-            do_val = validator is not None and v.every and step % v.every == 0
-            do_ckpt = config.checkpoint.every and step % config.checkpoint.every == 0
-            do_log = (step % run.log_every == 0 or do_val or do_ckpt or step == last_step)
-            if do_log:
-                means = (acc / max(n_acc, 1)).tolist()
-                if not math.isfinite(means[0]):
-                    raise FloatingPointError(
-                        f"the training loss became {means[0]} between steps "
-                        f"{step - n_acc + 1} and {step} (lower optim.lr or set "
-                        "optim.grad_clip).")
-            if do_log and rank0:
+        acc = torch.zeros(len(names), device=device)   # summed on the device: no sync per step
+        n_acc, t_last, step_times = 0, time.time(), []
+        val_seconds = self.val_estimate
+        self.step = self.start_step
+        self.stopped_early = False
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if device.type == "cuda" and run.amp else contextlib.nullcontext())
+        net.train()
+        t_prev = time.time()
+        try:
+            for x, cond, target, valid in self.loader:
+                x = x.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                cond = cond.to(device, non_blocking=True)
+                target = target.to(device, non_blocking=True)
+                valid = valid.to(device, non_blocking=True)
+                with autocast:
+                    pred = net(x, cond)
+                loss, parts = training_loss(pred, target, valid, config.loss,
+                                            **_loss_inputs(x, cond, config))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg_o.grad_clip > 0:
+                    gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_o.grad_clip)
+                else:
+                    gn = torch.zeros((), device=device)
+                optimizer.step()
+                scheduler.step()
+                self.step += 1
+                step = self.step
+                acc += torch.stack([loss.detach(), parts["l1"], parts["mse"], parts["kl"],
+                                    parts["nll"], gn.detach().float()])
+                n_acc += 1
+
+                do_val = validator is not None and v.every and step % v.every == 0
+                do_ckpt = config.checkpoint.every and step % config.checkpoint.every == 0
+                do_log = (step % run.log_every == 0 or do_val or do_ckpt or step == last_step)
+                if do_log:
+                    means = (acc / max(n_acc, 1)).tolist()
+                    if not math.isfinite(means[0]):
+                        raise FloatingPointError(
+                            f"the training loss became {means[0]} between steps "
+                            f"{step - n_acc + 1} and {step} (lower optim.lr or set "
+                            "optim.grad_clip).")
+                if do_log and self.rank0:
+                    now = time.time()
+                    row = dict(zip(names, means))
+                    row.update(step=step, lr=scheduler.get_last_lr()[0],
+                               samples_per_s=n_acc * cfg_o.batch_size / max(now - t_last, 1e-9),
+                               seconds=wall_before + now - t_start)
+                    if do_val:
+                        res = self.validate(step)
+                        val_seconds = max(val_seconds, res["val_seconds"])
+                        row.update({k: res[k] for k in res if k in columns})
+                        bar.line(f"step {step}: " + ", ".join(
+                            f"{k}={res[k]:.4g}" for k in ("val_l1", "val_f_measure", "val_tpr",
+                                                          "val_rfe", "val_blank_detections")
+                            if k in res))
+                    self.csv_log.write(row)
+                    bar.update(n_acc, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2g}")
+                    if not bar.bar:
+                        bar.line(f"step {step}/{self.total_steps} loss {row['loss']:.4g} "
+                                 f"lr {row['lr']:.3g}")
+                if do_log:
+                    acc.zero_()
+                    n_acc, t_last = 0, time.time()
+                if do_ckpt:
+                    self.checkpoint(step)
                 now = time.time()
-                row = dict(zip(names, means))
-                row.update(step=step, lr=scheduler.get_last_lr()[0],
-                           samples_per_s=n_acc * cfg_o.batch_size / max(now - t_last, 1e-9),
-                           seconds=wall_before + now - t_start)
-                if do_val:
-                    res = validate(step)
-                    val_seconds = max(val_seconds, res["val_seconds"])
-                    row.update({k: res[k] for k in res if k in columns})
-                    bar.line(f"step {step}: " + ", ".join(
-                        f"{k}={res[k]:.4g}" for k in ("val_l1", "val_f_measure", "val_tpr",
-                                                      "val_rfe", "val_blank_detections")
-                        if k in res))
-                csv_log.write(row)
-                bar.update(n_acc, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2g}")
-                if not bar.bar:
-                    bar.line(f"step {step}/{total_steps} loss {row['loss']:.4g} "
-                             f"lr {row['lr']:.3g}")
-            if do_log:
-                acc.zero_()
-                n_acc, t_last = 0, time.time()
-            if do_ckpt:
-                checkpoint(step)
-            now = time.time()
-            step_times.append(now - t_prev)       # data + compute (+ logs, validation)
-            t_prev = now
-            if step >= last_step:
-                break
-            if limit_s:
-                elapsed = now - t_start
-                per_step = float(np.median(step_times[-50:]))
-                # room for a last checkpoint, the final validation and the export
-                reserve = 15.0 + 2.0 * val_seconds + 3.0 * per_step
-                flag = elapsed + reserve >= limit_s
-                if dist.any_flag(flag, device):
-                    stopped_early = True
-                    _log(f"time limit: stopping after step {step} "
-                         f"({elapsed / 60:.1f} of {run.time_limit_minutes:g} min)", dist.rank)
+                step_times.append(now - t_prev)       # data + compute (+ logs, validation)
+                t_prev = now
+                if step >= last_step:
                     break
-    except KeyboardInterrupt:
-        _log(f"interrupted at step {step}: writing a checkpoint", dist.rank)
-        checkpoint(step)
-        bar.close()
-        raise
-    bar.close()
-    if step > start_step and not (config.checkpoint.every and step % config.checkpoint.every == 0):
-        checkpoint(step)
+                if limit_s:
+                    elapsed = now - t_start
+                    per_step = float(np.median(step_times[-50:]))
+                    # room for a last checkpoint, the final validation and the export
+                    reserve = 15.0 + 2.0 * val_seconds + 3.0 * per_step
+                    flag = elapsed + reserve >= limit_s
+                    if dist.any_flag(flag, device):
+                        self.stopped_early = True
+                        message(f"time limit: stopping after step {step} "
+                                f"({elapsed / 60:.1f} of {run.time_limit_minutes:g} min)",
+                                dist.rank)
+                        break
+        except KeyboardInterrupt:
+            message(f"interrupted at step {self.step}: writing a checkpoint", dist.rank)
+            self.checkpoint(self.step)
+            raise
+        finally:
+            bar.close()
+        every = config.checkpoint.every
+        if self.step > self.start_step and not (every and self.step % every == 0):
+            self.checkpoint(self.step)
 
     # -- final validation, export
-    final_val = None
-    if rank0 and validator is not None and step > start_step and \
-            not (v.every and step % v.every == 0):
-        final_val = validate(step)
-        row = {"step": step, "lr": scheduler.get_last_lr()[0],
-               "seconds": wall_before + time.time() - t_start}
-        row.update({k: final_val[k] for k in final_val if k in columns})
-        csv_log.write(row)
-    digests = dist.gather(_params_digest(model))
-    if rank0:
-        export_model = model
-        exported = "final"
-        if config.checkpoint.export == "best" and best is not None:
-            export_model = AstroUNet(config.model)
-            export_model.load_state_dict(best["state"])
-            exported = f"best (step {best['step']}, F {best['f_measure']:.4f})"
-        wall = wall_before + time.time() - t_start
-        files = _data_files(config, real)
-        table = config.data.exposure_table or "astro_unet/training/exposures.ecsv (shipped)"
-        record = {
-            "command": _command_line(),
-            "config": config.to_dict(),
-            "config_source": config.source,
-            "data": {
-                "exposure_table": table,
-                "files": files,
-                "train_splits": list(d.train_splits) if real is not None else [],
-                "validation_files": list(validator.real_files) if validator else [],
-                "synthetic_fraction": float(d.synthetic_fraction),
-                "synthetic_pool": pool.description if pool is not None else None,
-            },
-            "seed": int(run.seed),
-            "steps": int(step),
-            "planned_steps": int(total_steps),
-            "stopped_early": bool(stopped_early or step < total_steps),
-            "exported": exported,
-            "samples": int(step * cfg_o.batch_size),
-            "wall_time_s": round(wall, 1),
-            "machine": _machine(device, dist),
-            "distributed": {"world_size": dist.world, "backend": dist.backend,
-                            "parameter_digests": digests,
-                            "ranks_identical": len(set(digests)) == 1},
-            "validation": _val_summary(final_val if final_val is not None else
-                                       _last_validation(run_dir)),
-            "best_validation": ({"step": best["step"], "f_measure": best["f_measure"]}
-                                if best else None),
-            "astro_unet": _version(),
-        }
-        metadata = {
-            "name": run.name,
-            "description": run.description,
-            "version": run.version,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "instruments": _instruments_record(config, files),
-            "ratios": _ratios_record(config),
-            "units": "electron (short-exposure counts; denoise_ccd converts any unit it "
-                     "accepts)",
-            "training": record,
-        }
-        metadata = _plain_json(metadata)  # plain types only, NaN -> None
-        out_dir = os.path.dirname(os.path.abspath(output))
-        os.makedirs(out_dir, exist_ok=True)
-        if norm.get("overlap") is None:
-            # the tile overlap denoise_ccd should use, measured once here on the trained
-            # network rather than at every first use of the model file
-            from ..denoise import recommended_overlap
 
-            norm = dict(norm, overlap=recommended_overlap(export_model))
-        digest = save_model(export_model, output, normalization=norm, metadata=metadata)
-        sidecar = os.path.splitext(output)[0] + ".json"
-        with open(sidecar, "w") as f:
-            json.dump({"model": os.path.basename(output), "sha256": digest,
-                       "config": config.model.to_dict(), "normalization": norm,
-                       "metadata": metadata}, f, indent=1)
-        _log(f"exported {output} (sha256 {digest[:12]}..., {step} steps, {wall / 60:.1f} min)")
-    dist.barrier()
-    return os.path.abspath(output)
+    def validate_last(self):
+        """Validate the final model unless the loop just did (rank 0)."""
+        v = self.config.validation
+        step = self.step
+        self.final_val = None
+        if self.rank0 and self.validator is not None and step > self.start_step and \
+                not (v.every and step % v.every == 0):
+            self.final_val = self.validate(step)
+            row = {"step": step, "lr": self.scheduler.get_last_lr()[0],
+                   "seconds": self.wall_before + time.time() - self.t_start}
+            row.update({k: self.final_val[k] for k in self.final_val if k in self.columns})
+            self.csv_log.write(row)
+
+    def export(self):
+        """Export the final (or best) model with the record of the run; its path."""
+        from ..model import AstroUNet, save_model
+
+        config, dist, device = self.config, self.dist, self.device
+        run, d = config.run, config.data
+        step, best, output = self.step, self.best, self.output
+        digests = dist.gather(_params_digest(self.model))
+        if self.rank0:
+            export_model = self.model
+            exported = "final"
+            if config.checkpoint.export == "best" and best is not None:
+                export_model = AstroUNet(config.model)
+                export_model.load_state_dict(best["state"])
+                exported = f"best (step {best['step']}, F {best['f_measure']:.4f})"
+            wall = self.wall_before + time.time() - self.t_start
+            files = _data_files(config, self.real)
+            table = config.data.exposure_table or "astro_unet/training/exposures.ecsv (shipped)"
+            record = {
+                "command": _command_line(),
+                "config": config.to_dict(),
+                "config_source": config.source,
+                "data": {
+                    "exposure_table": table,
+                    "files": files,
+                    "train_splits": list(d.train_splits) if self.real is not None else [],
+                    "validation_files": (list(self.validator.real_files) if self.validator
+                                         else []),
+                    "synthetic_fraction": float(d.synthetic_fraction),
+                    "synthetic_pool": (self.pool.description if self.pool is not None
+                                       else None),
+                },
+                "seed": int(run.seed),
+                "steps": int(step),
+                "planned_steps": int(self.total_steps),
+                "stopped_early": bool(self.stopped_early or step < self.total_steps),
+                "exported": exported,
+                "samples": int(step * config.optim.batch_size),
+                "wall_time_s": round(wall, 1),
+                "machine": _machine(device, dist),
+                "distributed": {"world_size": dist.world, "backend": dist.backend,
+                                "parameter_digests": digests,
+                                "ranks_identical": len(set(digests)) == 1},
+                "validation": _val_summary(self.final_val if self.final_val is not None else
+                                           _last_validation(self.run_dir)),
+                "best_validation": ({"step": best["step"], "f_measure": best["f_measure"]}
+                                    if best else None),
+                "astro_unet": _version(),
+            }
+            metadata = {
+                "name": run.name,
+                "description": run.description,
+                "version": run.version,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                "instruments": _instruments_record(config, files),
+                "ratios": _ratios_record(config),
+                "units": "electron (short-exposure counts; denoise_ccd converts any unit it "
+                         "accepts)",
+                "training": record,
+            }
+            metadata = _plain_json(metadata)  # plain types only, NaN -> None
+            out_dir = os.path.dirname(os.path.abspath(output))
+            os.makedirs(out_dir, exist_ok=True)
+            norm = self.norm
+            if norm.get("overlap") is None:
+                # the tile overlap denoise_ccd should use, measured once here on the trained
+                # network rather than at every first use of the model file
+                from ..denoise import recommended_overlap
+
+                norm = dict(norm, overlap=recommended_overlap(export_model))
+            digest = save_model(export_model, output, normalization=norm, metadata=metadata)
+            sidecar = os.path.splitext(output)[0] + ".json"
+            with open(sidecar, "w") as f:
+                json.dump({"model": os.path.basename(output), "sha256": digest,
+                           "config": config.model.to_dict(), "normalization": norm,
+                           "metadata": metadata}, f, indent=1)
+            message(f"exported {output} (sha256 {digest[:12]}..., {step} steps, "
+                    f"{wall / 60:.1f} min)")
+        dist.barrier()
+        return os.path.abspath(output)
 
 
 def _warm_start(model, init, config):
