@@ -365,17 +365,13 @@ class OptimConfig:
 @dataclasses.dataclass
 class LossConfig:
     """
-    ``[loss]``: weights of the loss terms (computed in the transformed space).
+    ``[loss]``: weights of the loss terms.
 
     Attributes
     ----------
     l1 : float
-        Mean absolute error over valid pixels (the paper's loss).
-    kl : float
-        Pixel-distribution term, the paper's KL divergence of pixel
-        histograms made differentiable without histograms: the 1-D
-        Wasserstein distance between the sorted pixel values of output and
-        target of each crop.
+        Mean absolute error over valid pixels in the transformed space (the
+        paper's loss).
     mse : float
         Squared error in linear flux, in units of each pixel's input noise
         (background noise and the source's own Poisson noise), with a Huber
