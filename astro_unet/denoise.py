@@ -102,8 +102,9 @@ image, 256-pixel tiles, compared with one whole-image pass;
 the standard deviation of the network's correction was 1.2 at 8 pixels of
 overlap, 0.38 at 16, 0.093 at 32, 0.042 at 48 and 0.024 at 64 (rms 0.071,
 0.022, 0.0056, 0.0025, 0.0014).
-Default tile sides are 512 pixels on the CPU and 1024 on CUDA, with 1 and 8
-tiles per forward pass.
+Default tile sides are 512 pixels on the CPU and 1024 on CUDA, or 6 times
+the overlap when that is larger (at most 2048), with 1 and 8 tiles per
+forward pass.
 
 Devices and precision
 ---------------------
@@ -151,6 +152,8 @@ DEFAULT_TILE_SIZE = {"cpu": 512, "cuda": 1024}
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 8}
 #: Largest tile side accepted (larger requests are reduced to this).
 MAX_TILE_SIZE = 2048
+#: Default tiles are at least this many times the overlap (up to MAX_TILE_SIZE).
+TILE_PER_OVERLAP = 6
 #: Mixed precision of the network on CUDA: "auto" (bfloat16 where supported,
 #: else float16), "bfloat16", "float16" or None (float32).
 AUTOCAST_DTYPE = "auto"
@@ -901,11 +904,19 @@ def _run_engine(engine, x_model, net, device, cond, *, tile_size, overlap, batch
 def _tiling_parameters(shape, net, norm, dev, *, tile_size, overlap, batch_size, mode):
     """Tile side, overlap and batch size for an image of ``shape`` (see `denoise_ccd`)."""
     multiple = net.size_multiple
+    if overlap is not None and (isinstance(overlap, bool)
+                                or not isinstance(overlap, (int, np.integer)) or overlap < 0):
+        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}.")
     if tile_size is None:
         if mode == "paper":
             tile = PAPER_TILE_SIZE
         else:
-            tile = conf.tile_size or norm.get("tile_size") or DEFAULT_TILE_SIZE[dev.type]
+            tile = conf.tile_size or norm.get("tile_size")
+            if not tile:
+                # a wide receptive field needs a wide overlap: tiles grow with it, so
+                # that the overlap (computed twice) stays a small part of the work
+                ov_hint = _default_overlap(net, norm) if overlap is None else int(overlap)
+                tile = max(DEFAULT_TILE_SIZE[dev.type], TILE_PER_OVERLAP * ov_hint)
     else:
         tile = tile_size
     tile = _positive_int(tile, "tile_size")
@@ -921,10 +932,7 @@ def _tiling_parameters(shape, net, norm, dev, *, tile_size, overlap, batch_size,
         else:
             ov = min(_default_overlap(net, norm), tile // 2)
     else:
-        ov = overlap
-        if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or ov < 0:
-            raise ValueError(f"overlap must be a non-negative integer, got {ov!r}.")
-        ov = int(ov)
+        ov = int(overlap)
     if batch_size is None:
         batch_size = conf.batch_size or DEFAULT_BATCH_SIZE[dev.type]
     batch_size = _positive_int(batch_size, "batch_size")
@@ -1003,8 +1011,9 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         ``"cuda:N"``; default ``astro_unet.conf.device`` (``"auto"``).
     tile_size : int, optional
         Largest tile side in pixels (default ``conf.tile_size`` if set, else
-        the model's recommendation, else 512 on CPU / 1024 on CUDA; 256 in
-        paper mode).  Reduced to the image size and to at most 2048.
+        the model's recommendation, else 512 on CPU / 1024 on CUDA or 6 times
+        the overlap if larger; 256 in paper mode).  Reduced to the image size
+        and to at most 2048.
     overlap : int, optional
         Minimum tile overlap in pixels (default: the model's recommendation,
         else 4 times its effective receptive-field radius, at least 32;

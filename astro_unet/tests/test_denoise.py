@@ -694,3 +694,19 @@ def test_saturated_pixels_are_masked_not_brightened():
     rate = make_ccd("adu/s", SATURATE=1.0)
     out = denoise_ccd(rate, ratio=2, model=net, device="cpu")
     assert "DNNSAT" not in out.meta
+
+
+def test_default_tile_grows_with_the_overlap():
+    net = random_net()
+    info = {"name": "wide", "normalization": dict(dn.DEFAULT_NORMALIZATION, overlap=200)}
+    rng = np.random.default_rng(4)
+    ccd = CCDData(rng.poisson(40.0, (48, 1400)).astype(float), unit="electron")
+    out = denoise_ccd(ccd, ratio=2, model=(net, info), device="cpu", estimate="mean")
+    # 6 x 200 px instead of 512, so the overlap stays a small part of the work
+    assert kw(out.meta, "DNTILE") == dn.TILE_PER_OVERLAP * 200
+    assert kw(out.meta, "DNOVERLP") == 200
+    # an explicit tile size or overlap is respected
+    out = denoise_ccd(ccd, ratio=2, model=(net, info), device="cpu", overlap=40)
+    assert kw(out.meta, "DNTILE") == 512 and kw(out.meta, "DNOVERLP") == 40
+    with pytest.raises(ValueError, match="overlap must be a non-negative integer"):
+        denoise_ccd(ccd, ratio=2, model=(net, info), device="cpu", overlap=-1)
