@@ -758,11 +758,12 @@ def _denoise_block(block, block_id=None, *, ctx):
 # huge mosaics: background noise and bad-pixel count in strips
 
 
-def _strip_counts(strip):
-    """Non-finite pixels and usable neighbour differences of a strip."""
+def _strip_counts(strip, limit=np.inf):
+    """Non-finite pixels, usable neighbour differences and pixels above ``limit`` of a strip."""
     bad = ~np.isfinite(strip)
     good_diff = ~(bad[:, 1:] | bad[:, :-1])
-    return np.array([bad.sum(), good_diff.sum()], dtype=np.int64)
+    too_large = np.abs(np.where(bad, 0, strip)) > limit
+    return np.array([bad.sum(), good_diff.sum(), too_large.sum()], dtype=np.int64)
 
 
 def _subsample(values, offset, stride):
@@ -836,9 +837,16 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
     rows = max(1, min(ny, _STRIP_PIXELS // max(nx, 1)))
     strips = _as_dask(x, ((rows,) * (ny // rows) + ((ny % rows,) if ny % rows else ()),
                           (nx,))).to_delayed().ravel()
-    counts = compute(*[dask.delayed(_strip_counts)(s) for s in strips])
-    counts = np.array(counts).reshape(-1, 2)
+    # as denoise_ccd: no value the network's float32 arithmetic cannot hold
+    limit = _validation.FLOAT32_SAFE_LIMIT / abs(scale * to_model)
+    counts = compute(*[dask.delayed(_strip_counts)(s, limit) for s in strips])
+    counts = np.array(counts).reshape(-1, 3)
     n_bad = int(counts[:, 0].sum())
+    if counts[:, 2].any():
+        raise ValueError(
+            f"the image has {int(counts[:, 2].sum())} pixel(s) beyond {limit:.3g} in its unit "
+            f"({_validation.FLOAT32_SAFE_LIMIT:.0e} in the network's unit), which the "
+            "network's float32 arithmetic cannot hold; check the unit and scale of the image.")
     if n_bad == ny * nx:
         raise ValueError("the image has no finite pixel: all values are NaN/inf.")
     if not (need_noise or need_level):

@@ -954,7 +954,7 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
     >>> ccd = CCDData(rng.poisson(50.0, (64, 64)).astype(float), unit="electron",
     ...               meta={"EXPTIME": 100.0})
     >>> out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    >>> out.shape, out.unit, out.meta["EXPTIME"][0], out.meta["DNUNCERT"][0]
+    >>> out.shape, out.unit, out.meta["EXPTIME"], out.meta["DNUNCERT"]
     ((64, 64), Unit("electron"), 200.0, 'poisson-estimate')
     """
     r = _validation.validate_ratio(ratio)
@@ -1000,6 +1000,7 @@ def denoise_ccd(ccd, *, ratio, model="default", device=None, tile_size=None, ove
         electrons *= to_model
     x_model = electrons
     del electrons, data
+    _validation.check_magnitude(x_model, unit=norm["unit"])  # float32 network: no inf/NaN
 
     norm, cond, noise = _resolve_inputs(x_model, bad, norm=norm, ratio=r, exptime=exptime,
                                         ron=ron, cond_names=cfg.cond_names)
