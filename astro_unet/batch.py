@@ -53,7 +53,6 @@ import functools
 import glob as _glob
 import math
 import os
-import tempfile
 import threading
 import time
 
@@ -64,6 +63,7 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from . import _validation
+from ._utils import atomic_output, remove_stale_temporaries
 
 __all__ = ["denoise_files", "denoise_large", "LargeResult"]
 
@@ -250,6 +250,7 @@ def _denoise_file(path, output, hdu, *, model, ratio, unit, overwrite, kwargs):
     row = {"input": path, "output": output, "worker": _worker_name()}
     try:
         if os.path.exists(output) and not overwrite:
+            remove_stale_temporaries(output)  # of an earlier, killed --overwrite run
             row["status"] = "skipped"
         else:
             from .denoise import denoise_ccd
@@ -1164,11 +1165,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
     if n_bad:
         hdus.append((_image_header(8, (ny, nx), primary=False, name="MASK"), (ny, nx),
                      np.dtype("u1")))
-    directory = os.path.dirname(os.path.abspath(output_path))
-    fd, tmp = tempfile.mkstemp(prefix=".astro-unet-", suffix="-" + os.path.basename(
-        output_path), dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(output_path) as tmp:
         offsets = _create_fits(tmp, hdus)
         sources = [data, sigma]
         targets = [_RawTarget(tmp, offsets[0], (ny, nx), file_dtype),
@@ -1180,8 +1177,4 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", hd
         compute(stored)
         if os.path.exists(output_path) and not overwrite:
             raise FileExistsError(f"{output_path} exists: pass overwrite=True to replace it.")
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output_path

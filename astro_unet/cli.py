@@ -50,12 +50,13 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import traceback
 
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+
+from ._utils import atomic_output
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -313,19 +314,12 @@ def _write_like(in_path, index, before, after, out_path, *, overwrite, unit_give
             out.append(_mask_hdu(after, before, None))
 
         out_path = os.fspath(out_path)
-        directory = os.path.dirname(os.path.abspath(out_path))
-        # same ending as the output, so that .gz/.bz2 outputs are compressed
-        fd, tmp = tempfile.mkstemp(prefix=".astro-unet-",
-                                   suffix="-" + os.path.basename(out_path), dir=directory)
-        os.close(fd)
-        try:
+        # the temporary file ends like the output, so that .gz/.bz2 outputs are
+        # compressed; it gets the user's permissions (umask) when renamed
+        with atomic_output(out_path) as tmp:
             fits.HDUList(out).writeto(tmp, overwrite=True, output_verify="fix")
             if os.path.exists(out_path) and not overwrite:
                 raise CommandError(f"{out_path} exists: pass --overwrite to replace it.")
-            os.replace(tmp, out_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def _uncertainty_hdu(after, before, existing):

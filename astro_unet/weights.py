@@ -534,6 +534,8 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
         See `get_model_path`.
     astro_unet.model.ModelFileError
         Not a valid model file (truncated, wrong format, ...).
+    RuntimeError
+        ``map_location`` is a CUDA device and CUDA is not available.
 
     Examples
     --------

@@ -2,6 +2,7 @@
 """Tests of `astro_unet.batch`: many files and huge mosaics on Dask."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -550,3 +551,40 @@ def test_axis_chunks_cover_the_tiles(length, tile_size, overlap, target):
         assert (i == 0 or lo <= depth) and (i == len(sizes) - 1 or hi <= depth)
     if len(sizes) > 1:
         assert depth < tile  # edges in the middle of a tile: about half a tile
+
+
+def test_outputs_honour_the_umask(tmp_path, model_file, client):
+    # issue 11: denoise_files and denoise_large wrote mode 0600 files
+    src = write_mef(tmp_path / "a.fits")
+    old = os.umask(0o022)
+    try:
+        table = denoise_files([src], tmp_path / "out", ratio=2, model=model_file,
+                              client=client, device="cpu", tile_size=32, overlap=8)
+        large = denoise_large(src, tmp_path / "large.fits", ratio=2, model=model_file,
+                              device="cpu", chunk_size=32)
+    finally:
+        os.umask(old)
+    assert list(table["status"]) == ["ok"]
+    for path in (tmp_path / "out" / "a_denoised.fits", large):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+
+
+def test_rerun_removes_temporaries_of_a_killed_write(tmp_path, model_file, client):
+    # issue 11: a SIGKILL during a write left .astro-unet-* files no rerun removed
+    from astro_unet._utils import TEMP_PREFIX, _host_tag
+
+    src = write_mef(tmp_path / "a.fits")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f"{TEMP_PREFIX}{_host_tag()}-999999999-0123abcd-a_denoised.fits"
+    stale.write_bytes(b"SIMPLE  =                    T")
+    table = denoise_files([src], out, ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert list(table["status"]) == ["ok"]
+    assert names(out) == ["a_denoised.fits"]
+    # also when the output exists and is skipped
+    stale.write_bytes(b"SIMPLE  =                    T")
+    table = denoise_files([src], out, ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert list(table["status"]) == ["skipped"]
+    assert names(out) == ["a_denoised.fits"]

@@ -1,6 +1,8 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of the ``astro-unet`` command (called through ``main(argv)``)."""
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -668,3 +670,26 @@ def test_denoise_several_files_usage_errors(capsys, tmp_path, model_file):
                        tmp_path / "missing.pt")
     assert_one_line_error(code, err, "missing.pt does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits", "b.fits"]
+
+
+# --------------------------------------------------------------------------
+# issue 11: first-hour rough edges
+
+
+def test_written_files_honour_the_umask(capsys, tmp_path, model_file):
+    # issue 11: temporary file + os.replace gave every output mode 0600
+    src = write_mef(tmp_path / "in.fits")
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(capsys, "simulate", src, "-o", tmp_path / "short.fits", "--ratio",
+                           "2", "--detector", "wfc3_uvis", "--seed", "1")
+        assert code == 0, err
+        code, _, err = run(capsys, "denoise", tmp_path / "short.fits", "--ratio", "2",
+                           "--model", model_file, "--device", "cpu")
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    for name in ("short.fits", "short_denoised.fits"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.fits", "short.fits", "short_denoised.fits"]
