@@ -888,11 +888,15 @@ def _input_array(source, hdu, header):
     import dask.array as da
 
     if isinstance(source, (str, os.PathLike)):
-        from .cli import _STRUCTURAL, CommandError, _resolve_hdu
+        from .cli import _STRUCTURAL, CommandError, _check_fits_file, _resolve_hdu
 
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file.")
+        try:
+            _check_fits_file(path)
+        except CommandError as err:
+            raise ValueError(str(err)) from None
         with fits.open(path) as hdul:
             try:
                 index = _resolve_hdu(hdul, hdu, path)

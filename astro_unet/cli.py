@@ -51,6 +51,7 @@ import math
 import os
 import sys
 import traceback
+import warnings
 
 import numpy as np
 import astropy.units as u
@@ -174,6 +175,33 @@ def _resolve_hdu(hdul, hdu, path):
     return index
 
 
+def _check_fits_file(path):
+    """
+    `CommandError` naming ``path`` when it is not a complete FITS file.
+
+    Every header is read (``lazy_load_hdus=False``), which is where astropy
+    notices a file shorter than its headers announce; left alone, that only
+    surfaces later as "buffer is too small for requested array".
+    """
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstropyUserWarning)
+        try:
+            with fits.open(path, lazy_load_hdus=False):
+                pass
+        except (OSError, EOFError, TypeError, ValueError) as err:
+            raise CommandError(f"{path} cannot be read as FITS (empty, truncated or "
+                               f"corrupt file): {_error_message(err)}") from None
+    for item in caught:
+        text = " ".join(str(item.message).split())
+        if "truncated" in text or "corrupt" in text:
+            what = "is truncated" if "truncated" in text else "is truncated or corrupt"
+            raise CommandError(f"{path} {what} ({text}): it was not completely written or "
+                               "copied; write or copy it again.")
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
+
 def _read_ccd(path, hdu=None, unit=None):
     """Read one image HDU as CCDData: ``(ccd, index)``."""
     from astropy.nddata import CCDData
@@ -181,6 +209,7 @@ def _read_ccd(path, hdu=None, unit=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CommandError(f"{path}: no such file.")
+    _check_fits_file(path)
     with fits.open(path) as hdul:
         index = _resolve_hdu(hdul, hdu, path)
         header = hdul[index].header

@@ -588,3 +588,16 @@ def test_rerun_removes_temporaries_of_a_killed_write(tmp_path, model_file, clien
                           device="cpu", tile_size=32, overlap=8)
     assert list(table["status"]) == ["skipped"]
     assert names(out) == ["a_denoised.fits"]
+
+
+def test_truncated_file_is_named(tmp_path, model_file, client):
+    # issue 11: "TypeError: buffer is too small for requested array"
+    src = write_mef(tmp_path / "a.fits")
+    data = src.read_bytes() if hasattr(src, "read_bytes") else open(src, "rb").read()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(data[:-5000])
+    table = denoise_files([cut], tmp_path / "out", ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert table["status"][0].startswith(f"error: {cut} is truncated (File may have been")
+    with pytest.raises(ValueError, match=f"{cut} is truncated"):
+        denoise_large(cut, ratio=2, model=model_file, device="cpu")

@@ -693,3 +693,34 @@ def test_written_files_honour_the_umask(capsys, tmp_path, model_file):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "in.fits", "short.fits", "short_denoised.fits"]
+
+
+def truncate(src, dst, cut=5000):
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[:len(data) - cut])
+    return dst
+
+
+def test_truncated_or_corrupt_file_is_named(capsys, tmp_path, model_file):
+    # issue 11: only "TypeError: buffer is too small for requested array"
+    src = tmp_path / "in.fits"
+    fits.PrimaryHDU(scene().astype(np.float32),
+                    header=fits.Header({"BUNIT": "electron/s", "EXPTIME": EXPTIME})).writeto(src)
+    cut = truncate(src, tmp_path / "cut.fits", cut=2000)  # inside the data
+    code, _, err = run(capsys, "denoise", cut, "--ratio", "2", "--model", model_file,
+                       "--device", "cpu")
+    assert_one_line_error(code, err, f"{cut} is truncated (File may have been truncated")
+    assert "buffer is too small" not in err
+    code, _, err = run(capsys, "compare", src, cut)
+    assert_one_line_error(code, err, f"{cut} is truncated")
+    # cut inside the header of the last HDU of a multi-extension file
+    cut_mef = truncate(write_mef(tmp_path / "mef.fits"), tmp_path / "cut_mef.fits", cut=5000)
+    code, _, err = run(capsys, "simulate", cut_mef, "-o", tmp_path / "o.fits", "--ratio", "2")
+    assert_one_line_error(code, err, f"{cut_mef} is truncated or corrupt (Error validating")
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    code, _, err = run(capsys, "simulate", empty, "-o", tmp_path / "o.fits", "--ratio", "2")
+    assert_one_line_error(code, err, f"{empty} cannot be read as FITS (empty, truncated or "
+                                     "corrupt file)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cut.fits", "cut_mef.fits", "empty.fits", "in.fits", "mef.fits"]

@@ -335,8 +335,12 @@ for shape in [(4, 4), (4, 40), (40, 4)]:
     assert clean_cosmic_rays(ccd, readnoise=3.1).shape == shape
 print("ok")
 """
+    import astro_unet
+
+    here = os.path.dirname(os.path.dirname(astro_unet.__file__))  # this copy of the package
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": here}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().endswith("ok")
 

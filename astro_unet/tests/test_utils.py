@@ -112,7 +112,9 @@ def test_sigkilled_write_is_cleaned_by_the_rerun(tmp_path):
             f"with atomic_output({str(out)!r}) as tmp:\n"
             f"    open(tmp, 'wb').write(b'half')\n"
             f"    os.kill(os.getpid(), signal.SIGKILL)\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd(), timeout=60)
+    here = os.path.dirname(os.path.dirname(_utils.__file__))  # this copy of the package
+    run = subprocess.run([sys.executable, "-c", code], timeout=60,
+                         env={**os.environ, "PYTHONPATH": here})
     assert run.returncode == -9
     left = [p for p in os.listdir(tmp_path) if p.startswith(TEMP_PREFIX)]
     assert len(left) == 1 and not out.exists()
