@@ -129,3 +129,55 @@ def atomic_output(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _is_main_guard(test):
+    """Whether an ``if`` test is ``__name__ == "__main__"`` (either order)."""
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    consts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(consts) == 1
+
+
+def unguarded_main_call():
+    """
+    ``(file, line)`` of the main script's top-level statement that is running
+    now, when it is not inside ``if __name__ == "__main__":``; None otherwise
+    (interactive sessions, notebooks, ``python -c``, guarded calls, or when
+    the script cannot be read).
+
+    Worker processes started with the ``spawn`` method import the main script
+    again: an unguarded call that starts them would start them again in each
+    of them (Python refuses: the workers fail to start).
+    """
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not os.path.isfile(path):
+        return None
+    frame = sys._getframe(1)
+    top = None
+    while frame is not None:
+        if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":
+            top = frame
+        frame = frame.f_back
+    if top is None:
+        return None
+    line = top.f_lineno
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_main_guard(node.test) and node.body:
+            if node.body[0].lineno <= line <= node.body[-1].end_lineno:
+                return None
+    return path, line

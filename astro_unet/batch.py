@@ -63,7 +63,7 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from . import _validation
-from ._utils import atomic_output, remove_stale_temporaries
+from ._utils import atomic_output, remove_stale_temporaries, unguarded_main_call
 
 __all__ = ["denoise_files", "denoise_large", "LargeResult"]
 
@@ -331,6 +331,28 @@ def _local_cluster(workers, processes=True, threads=None):
                 os.environ[key] = value
 
 
+def _check_main_guard():
+    """
+    `RuntimeError` when the local cluster's worker processes would re-run the
+    caller's script: a top-level call outside ``if __name__ == "__main__":``
+    (they are started with the ``spawn`` method, which imports the main
+    script again, and fail with "Nanny failed to start").
+    """
+    import dask
+
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
+        return
+    where = unguarded_main_call()
+    if where is not None:
+        path, line = where
+        raise RuntimeError(
+            f"denoise_files was called at the top level of the script {path} (line {line}). "
+            "Its local cluster starts worker processes that import that script again, "
+            "which would call denoise_files again in each of them. Put the call under "
+            "'if __name__ == \"__main__\":' (see the denoise_files documentation), or "
+            "pass client=... (an existing Dask cluster).")
+
+
 def _default_workers(n_files):
     """Local workers used when `denoise_files` gets no client."""
     cores = os.cpu_count() or 1
@@ -411,6 +433,27 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
         Bad ``inputs`` or an argument `~astro_unet.denoise_ccd` does not take.
     FileNotFoundError
         The model file does not exist.
+    RuntimeError
+        Called without ``client`` at the top level of a script, outside
+        ``if __name__ == "__main__":`` (see Notes).
+
+    Notes
+    -----
+    Without a ``client`` the worker processes of the local cluster are
+    started the way `multiprocessing` starts processes (``spawn``): each one
+    imports the main script again.  In a script, call `denoise_files` under
+    the usual guard::
+
+        from astro_unet import denoise_files
+
+        if __name__ == "__main__":
+            table = denoise_files("raw/*.fits", "denoised", ratio=4)
+            print(table)
+
+    A call at the top level of a script is refused with a `RuntimeError`
+    before anything starts (otherwise each worker would call `denoise_files`
+    again and fail to start).  Interactive sessions, notebooks and calls
+    with a ``client`` need no guard.
 
     Examples
     --------
@@ -457,6 +500,8 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
         seen[key] = path
         jobs.append((path, output, hdu if hdu is not None else ext))
     model_arg = _check_model_spec(model)
+    if client is None:
+        _check_main_guard()  # before anything is started or created
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
 

@@ -601,3 +601,58 @@ def test_truncated_file_is_named(tmp_path, model_file, client):
     assert table["status"][0].startswith(f"error: {cut} is truncated (File may have been")
     with pytest.raises(ValueError, match=f"{cut} is truncated"):
         denoise_large(cut, ratio=2, model=model_file, device="cpu")
+
+
+def _run_script(path, text):
+    import subprocess
+    import sys
+
+    path.write_text(text)
+    here = os.path.dirname(os.path.dirname(astro_unet.weights.__file__))
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=path.parent, env={**os.environ, "PYTHONPATH": here})
+
+
+def test_script_without_main_guard_is_detected(tmp_path, model_file):
+    # issue 11: screens of traceback ending in "Nanny failed to start" and an empty
+    # output folder
+    write_mef(tmp_path / "a.fits")
+    run = _run_script(tmp_path / "script.py", (
+        "from astro_unet import denoise_files\n"
+        f"denoise_files(['a.fits'], 'out', ratio=2, model={str(model_file)!r}, device='cpu')\n"))
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: denoise_files was called at the top level of the "
+                           f"script {tmp_path / 'script.py'} (line 2).")
+    assert "if __name__ == \"__main__\":" in last and "client=" in last
+    assert "Nanny" not in run.stderr
+    assert names(tmp_path) == ["a.fits", "script.py"]  # no output folder
+
+
+def test_unguarded_main_call_helper(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    probe = ("from astro_unet._utils import unguarded_main_call\n"
+             "def f():\n"
+             "    return unguarded_main_call()\n")
+    path = tmp_path / "script.py"
+    cases = {
+        "top": (probe + "result = f()\n", (str(path), 4)),
+        "guarded": (probe + "if __name__ == '__main__':\n    result = f()\n", None),
+        "reversed": (probe + "if '__main__' == __name__:\n    x = 1\n    result = f()\n",
+                     None),
+        "other if": (probe + "if True:\n    result = f()\n", (str(path), 5)),
+    }
+    for name, (text, expected) in cases.items():
+        path.write_text(text)
+        main = types.ModuleType("__main__")
+        main.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        exec(compile(text, str(path), "exec"), main.__dict__)  # runs as a main script
+        assert main.result == expected, name
+    # no script (interactive session, notebook, python -c)
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    from astro_unet._utils import unguarded_main_call
+
+    assert unguarded_main_call() is None
