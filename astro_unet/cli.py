@@ -49,6 +49,7 @@ when any of several files failed, and 2 for command-line usage errors.
 import argparse
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -506,6 +507,7 @@ def _run_denoise_files(args):
                           overwrite=args.overwrite, suffix=args.suffix, hdu=args.hdu,
                           unit=args.unit, **_denoise_kwargs(args))
     shown = table.copy(copy_data=False)
+    shown["status"] = [_flag_words(status) for status in table["status"]]
     shown["seconds"].info.format = ".2f"
     for line in shown.pformat(max_lines=-1, max_width=-1):
         print(line)
@@ -842,6 +844,43 @@ def _error_message(err):
     return text
 
 
+#: Keyword arguments of the library -> (flag, metavar) of the command line, so
+#: that an error raised in the library's words names the flag to change.
+_FLAGS = {
+    "exposure_time": ("--exptime", "S"), "gain": ("--gain", "G"),
+    "read_noise": ("--read-noise", "E"), "dark_current": ("--dark-current", "D"),
+    "sky": ("--sky", "SKY"), "detector": ("--detector", "NAME"), "seed": ("--seed", "N"),
+    "ratio": ("--ratio", "R"), "tile_size": ("--tile-size", "N"),
+    "overlap": ("--overlap", "N"), "batch_size": ("--batch-size", "N"),
+    "device": ("--device", "DEVICE"), "mode": ("--mode", "MODE"),
+    "model": ("--model", "NAME_OR_PATH"), "unit": ("--unit", "UNIT"),
+}
+_KEYWORD = "|".join(sorted(_FLAGS, key=len, reverse=True))
+# ``gain=...`` / ``device='cuda'`` / ``dark_current=0``: the keyword with a value
+# (not inside a Python call shown as an example: ``denoise_ccd(ccd, ratio=2)``)
+_KEYWORD_VALUE = re.compile(rf"(?<![\w.'\"(-])(?<!, )({_KEYWORD})=(?:\.\.\.|'([^']*)'|\"([^\"]*)\"|"
+                            r"([\w.+-]+))")
+# ``gain must be ...``, ``ratio is required``: the keyword as the subject
+_KEYWORD_SUBJECT = re.compile(rf"(?<![\w.'\"-])({_KEYWORD})(?= (?:must|is required)\b)")
+
+
+def _flag_words(message):
+    """
+    ``message`` (of a library error) with the keyword arguments it names
+    replaced by the command's flags: ``pass gain=... (electron / adu)`` ->
+    ``pass --gain G (electron / adu)``, ``exposure_time must be`` ->
+    ``--exptime must be``.
+    """
+    def value(match):
+        flag, metavar = _FLAGS[match[1]]
+        given = next((g for g in match.groups()[1:] if g is not None), None)
+        return f"{flag} {metavar if given is None else given}"
+
+    message = _KEYWORD_VALUE.sub(value, message)
+    message = _KEYWORD_SUBJECT.sub(lambda m: _FLAGS[m[1]][0], message)
+    return message.replace("(seconds or a Quantity)", "(seconds)")
+
+
 #: Exceptions that are the user's to fix: reported without the exception type.
 _USER_ERRORS = (CommandError, ValueError, TypeError, OSError, KeyError, u.UnitsError)
 
@@ -881,7 +920,7 @@ def main(argv=None):
     except Exception as err:
         if args.debug:
             traceback.print_exc()
-        message = _error_message(err)
+        message = _flag_words(_error_message(err))
         if not isinstance(err, _USER_ERRORS):
             message = f"{type(err).__name__}: {message}"
             if not args.debug:

@@ -724,3 +724,42 @@ def test_truncated_or_corrupt_file_is_named(capsys, tmp_path, model_file):
                                      "corrupt file)")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cut.fits", "cut_mef.fits", "empty.fits", "in.fits", "mef.fits"]
+
+
+def test_errors_name_flags_not_python_keywords(capsys, tmp_path, model_file):
+    # issue 11: "pass gain=...", "exposure_time=", "read_noise=" in CLI errors
+    src = write_mef(tmp_path / "in.fits")
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(scene().astype(np.float32)).writeto(plain)
+    base = ("denoise", plain, "--ratio", "2", "--model", model_file, "--device", "cpu")
+    code, _, err = run(capsys, *base, "--unit", "adu")
+    assert_one_line_error(code, err, "pass --gain G (electron / adu) or set the GAIN header")
+    assert "gain=" not in err
+    code, _, err = run(capsys, *base, "--unit", "adu", "--gain", "-2")
+    assert_one_line_error(code, err, "error: --gain must be a finite positive number, got -2.0.")
+    code, _, err = run(capsys, *base, "--unit", "electron/s")
+    assert_one_line_error(code, err, "pass --exptime S (seconds) or set the EXPTIME header")
+    code, _, err = run(capsys, *base, "--unit", "electron/s", "--exptime", "0")
+    assert_one_line_error(code, err, "error: --exptime must be a finite positive number")
+    code, _, err = run(capsys, "simulate", plain, "-o", tmp_path / "o.fits", "--ratio", "2",
+                       "--unit", "electron")
+    assert_one_line_error(code, err, "pass --read-noise E (electrons) or --detector NAME (one")
+    code, _, err = run(capsys, "simulate", src, "-o", tmp_path / "o.fits", "--ratio", "2",
+                       "--read-noise", "-1")
+    assert_one_line_error(code, err, "error: --read-noise must be a finite number >= 0")
+
+
+def test_simulate_adu_writes_gain_for_the_next_step(capsys, tmp_path, model_file):
+    # issue 11: `simulate --unit adu --gain 2.7` wrote SIMGAIN but not GAIN, so
+    # `denoise` of its output failed until --gain was given again
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(scene().astype(np.float32),
+                    header=fits.Header({"EXPTIME": EXPTIME})).writeto(plain)
+    code, _, err = run(capsys, "simulate", plain, "-o", tmp_path / "short.fits", "--ratio", "2",
+                       "--unit", "adu", "--gain", "2.7", "--read-noise", "3", "--seed", "0")
+    assert code == 0, err
+    header = fits.getheader(tmp_path / "short.fits")
+    assert header["GAIN"] == 2.7 and header["SIMGAIN"] == 2.7 and header["BUNIT"] == "adu"
+    code, _, err = run(capsys, "denoise", tmp_path / "short.fits", "--ratio", "2", "--model",
+                       model_file, "--device", "cpu")
+    assert code == 0, err
