@@ -630,6 +630,13 @@ def _format_summary(summary):
     return "\n".join(f"{key:<{width}}  {_format_value(value)}" for key, value in items)
 
 
+#: Printed after ``compare --threshold self`` (the default).
+_THRESHOLD_HINT = (
+    "Note: each image was thresholded at its own background rms (--threshold self); "
+    "with --threshold reference every image is thresholded at the reference's level, "
+    "so that only sources the reference can confirm are detected.")
+
+
 def _run_compare(args):
     from .photometry import photometric_comparison
 
@@ -651,6 +658,8 @@ def _run_compare(args):
         match_radius=args.match_radius, threshold=args.threshold, match=args.match,
         **kwargs)
     print(_format_summary(summary))
+    if args.threshold == "self":
+        print(_THRESHOLD_HINT)
     if args.table is not None:
         table.write(args.table, format="ascii.ecsv", overwrite=args.overwrite)
         print(f"Wrote {args.table}")

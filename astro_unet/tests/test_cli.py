@@ -356,7 +356,11 @@ def test_compare_prints_summary_and_writes_table(capsys, tmp_path):
     code, out, err = run(capsys, "compare", ref, test, "--table", table_path,
                          "--hdu", "SCI", "--min-area", "5")
     assert code == 0, err
-    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    # issue 11: a one-line hint that --threshold reference exists and what it means
+    hint = [line for line in out.splitlines() if line.startswith("Note:")]
+    assert hint == [cli._THRESHOLD_HINT] and "--threshold reference" in hint[0]
+    lines = dict(line.split(None, 1) for line in out.splitlines()
+                 if line.strip() and not line.startswith("Note:"))
     assert lines["n_reference"].strip() == "3"
     assert lines["n_matched"].strip() == "3"
     assert float(lines["tpr"]) == 1.0
@@ -373,6 +377,7 @@ def test_compare_prints_summary_and_writes_table(capsys, tmp_path):
                          "--threshold", "reference", "--input", test, "--min-area", "5")
     assert code == 0, err
     assert "reference" in out and "snr_gain" in out
+    assert "Note:" not in out  # the hint is for the default (self) threshold only
 
 
 def test_compare_errors(capsys, tmp_path):
