@@ -774,22 +774,64 @@ def _run_demo(args):
     for label, test in (("short (noisy input)", short), ("denoised", denoised)):
         _, summary = photometric_comparison(long, test, input=short, threshold="reference")
         rows.append((label, summary))
-    keys = [("n_test", "detections"), ("tpr", "TPR"), ("precision", "precision"),
-            ("f_measure", "F-measure"), ("rfe_mean", "RFE mean [%]"),
-            ("snr_gain", "SNR gain"), ("psnr", "PSNR [dB]"), ("ssim", "SSIM")]
+    unit = u.Unit(long.unit).to_string()
+    n_ref = rows[0][1]["n_reference"]
+    long_rms = rows[0][1]["background_rms_ref"]
     print()
-    print("Photometry against the original (paper settings: 7 sigma, 10 px, "
+    print("Photometry against the original (the paper's settings: 7 sigma, 10 px, "
           "aperture diameter 10 px;")
-    print(f"every image thresholded at the original's level; the original has "
-          f"{rows[0][1]['n_reference']} detections):")
-    width = max(len(label) for label, _ in rows)
-    print(f"{'':<{width}}  " + "  ".join(f"{name:>12}" for _, name in keys))
-    for label, summary in rows:
-        print(f"{label:<{width}}  "
-              + "  ".join(f"{_format_value(summary.get(key)):>12}" for key, _ in keys))
+    print(f"every image thresholded at the original's level; the original has {n_ref} "
+          "detections):")
+    print(_demo_table(rows, _DEMO_COLUMNS))
+    print()
+    for line in _DEMO_LEGEND:
+        print(line.format(n_ref=n_ref, ratio=args.ratio, unit=unit,
+                          long_rms=_short_number(_value_of(long_rms))))
     print()
     print("Wrote " + ", ".join(paths.values()))
     return 0
+
+
+#: Columns of the demo table: (summary key, heading).
+_DEMO_COLUMNS = [("n_test", "detections"), ("tpr", "TPR"), ("precision", "precision"),
+                 ("f_measure", "F-measure"), ("rfe_mean", "RFE [%]"),
+                 ("snr_gain", "SNR gain"), ("background_rms_test", "bkg rms")]
+
+#: What each number of the demo means (every printed number is explained).
+_DEMO_LEGEND = [
+    "detections  sources found in the image",
+    "TPR         fraction of the original's {n_ref} sources found again (true-positive rate)",
+    "precision   fraction of the detections that are sources of the original",
+    "F-measure   2 TPR precision / (TPR + precision): 1 is perfect",
+    "RFE [%]     mean |flux - original flux| / original flux of the matched sources",
+    "SNR gain    mean ratio of each source's signal-to-noise ratio to its value in the "
+    "noisy input (about 1 for the input itself)",
+    "bkg rms     median background noise in {unit}; the original, a real exposure "
+    "{ratio:g} times longer than the input, has {long_rms}",
+    "PSNR and SSIM are not shown: on star fields both are set by the few brightest "
+    "star cores (astro_unet.psnr, astro_unet.ssim).",
+]
+
+
+def _value_of(value):
+    return value.value if isinstance(value, u.Quantity) else value
+
+
+def _short_number(value):
+    """Three significant digits for floats (the demo's table), as `_format_value` otherwise."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        return f"{float(value):.3g}"
+    return _format_value(value)
+
+
+def _demo_table(rows, columns):
+    """The demo's summary rows as an aligned text table."""
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for _, name in columns)]
+    for label, summary in rows:
+        cells = (_short_number(_value_of(summary.get(key))) for key, _ in columns)
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{cell:>10}" for cell in cells))
+    return "\n".join(lines)
 
 
 #: Functions that add a subcommand: each takes the ``subparsers`` object of
