@@ -18,12 +18,8 @@ NORM = {"unit": "electron", "transform": "asinh", "scale": 10.0}
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and steadily on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (see conftest.py)."""
 
 
 def tiny(**kw):

@@ -63,11 +63,8 @@ def net():
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (see conftest.py)."""
 
 
 @st.composite
