@@ -487,8 +487,7 @@ def test_read_only_home_end_to_end(tmp_path):
                            capture_output=True)
     if probe.returncode != 0:
         pytest.skip("user namespaces (unshare -rm) are not available")
-    code = ("from astro_unet import load_model; net, info = load_model(); "
-            "print(info['path'])")
+    code = "from astro_unet import get_model_path; print(get_model_path())"
     run = subprocess.run(["unshare", "-rm", "sh", "-c",
                           f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
                           f"{sys.executable} -c \"{code}\""],
