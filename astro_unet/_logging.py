@@ -5,8 +5,9 @@ Record processing steps in image metadata, the way ccdproc does.
 ccdproc's ``log_to_metadata`` writes one keyword per processing call.  Here
 each step writes a few FITS-safe keywords (at most 8 characters, so they never
 need HIERARCH) plus, for `~astropy.io.fits.Header` metadata, one ``HISTORY``
-line with the call that was made.  Dict metadata gets ``(value, comment)``
-tuples, which `~astropy.nddata.CCDData.to_hdu` writes as commented cards.
+line with the call that was made.  Dict metadata gets plain values (no
+comments, no ``HISTORY``), so that ``float(meta["EXPTIME"])`` works whatever
+the type of the metadata.
 """
 
 from astropy.io import fits
@@ -32,7 +33,8 @@ def set_keyword(meta, key, value, comment=""):
     if isinstance(meta, fits.Header):
         meta[key] = (value, comment[:46] if comment else "")
     else:
-        meta[key] = (value, comment) if comment else value
+        # a plain value: users read dict metadata as meta["EXPTIME"], like a Header
+        meta[key] = value
 
 
 def log_step(meta, call, keywords=None):

@@ -55,6 +55,7 @@ def validate_ccd(ccd, *, name="ccd", require_unit=True):
             f"{name} has no unit. Set one, e.g. CCDData(data, unit='electron/s') "
             "or ccd.unit = 'adu' (then pass gain=...)."
         )
+    _check_companion_shapes(ccd, data.shape, name)
     data = data.astype(np.float64, copy=True)
     usable = np.isfinite(data)
     if ccd.mask is not None:
@@ -64,6 +65,48 @@ def validate_ccd(ccd, *, name="ccd", require_unit=True):
             f"{name} has no finite, unmasked pixel: all values are NaN/inf or masked."
         )
     return data
+
+
+def _check_companion_shapes(ccd, shape, name):
+    """`ValueError` unless the mask and uncertainty are scalars or of the data's ``shape``."""
+    parts = (("mask", ccd.mask),
+             ("uncertainty", getattr(ccd.uncertainty, "array", None)))
+    for part, value in parts:
+        if value is None:
+            continue
+        got = np.shape(value)
+        if got not in ((), shape):
+            raise ValueError(
+                f"{name}.{part} has shape {got} but the data have shape {shape}: give "
+                f"a {part} of the image's shape (or None)."
+            )
+
+
+#: Largest pixel magnitude (electrons, or electron/s) handed to float32 code:
+#: the network and astroscrappy compute in float32 (largest value 3.4e38), and
+#: the transforms and unit conversions around them need headroom.
+FLOAT32_SAFE_LIMIT = 1e30
+
+
+def check_magnitude(values, *, usable=None, unit="electron", name="ccd",
+                    consumer="the network", limit=FLOAT32_SAFE_LIMIT):
+    """
+    `ValueError` when a finite value of ``values`` (where ``usable``) exceeds
+    ``limit`` in magnitude: float32 code would turn it into inf and then NaN.
+    """
+    values = np.asarray(values)
+    keep = np.isfinite(values)
+    if usable is not None:
+        keep &= usable
+    if not keep.any():
+        return
+    peak = float(np.max(np.abs(values[keep])))
+    if peak > limit:
+        raise ValueError(
+            f"{name} has pixel values of up to {peak:.3g} {unit}, beyond the float32 "
+            f"arithmetic of {consumer} (at most {limit:.0e} {unit}); check the unit and "
+            "scale of the image, or mask those pixels."
+        )
 
 
 def bad_pixel_mask(ccd):
@@ -95,6 +138,7 @@ def validate_ratio(ratio, *, name="ratio"):
 
 def _positive_quantity(value, unit, name):
     """Convert ``value`` (Quantity or number in ``unit``) to a positive float."""
+    shown = value
     if isinstance(value, u.Quantity):
         try:
             value = value.to_value(unit)
@@ -107,7 +151,7 @@ def _positive_quantity(value, unit, name):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or Quantity, got {value!r}.") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
+        raise ValueError(f"{name} must be a finite positive number, got {shown}.")
     return value
 
 
@@ -146,13 +190,8 @@ def get_exposure_time(ccd, exposure_time=None, *, required=True):
 def get_gain(ccd, gain=None):
     """Gain in electron / adu from the argument or the header (``GAIN``)."""
     if gain is not None:
-        if isinstance(gain, u.Quantity):
-            try:
-                return gain.to_value(u.electron / u.adu)
-            except u.UnitConversionError:
-                raise u.UnitsError(
-                    f"gain must be in electron / adu, got {gain.unit}."
-                ) from None
+        # numbers and Quantities alike must be finite and > 0: a negative or
+        # zero gain would give negative (or infinite) electrons downstream
         return _positive_quantity(gain, u.electron / u.adu, "gain")
     key, value = _meta_lookup(ccd.meta, GAIN_KEYWORDS)
     if key is not None:

@@ -53,7 +53,6 @@ import functools
 import glob as _glob
 import math
 import os
-import tempfile
 import threading
 import time
 
@@ -64,6 +63,7 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from . import _validation
+from ._utils import atomic_output, remove_stale_temporaries, unguarded_main_call
 
 __all__ = ["denoise_files", "denoise_large", "LargeResult"]
 
@@ -250,6 +250,7 @@ def _denoise_file(path, output, hdu, *, model, ratio, unit, overwrite, kwargs):
     row = {"input": path, "output": output, "worker": _worker_name()}
     try:
         if os.path.exists(output) and not overwrite:
+            remove_stale_temporaries(output)  # of an earlier, killed --overwrite run
             row["status"] = "skipped"
         else:
             from .denoise import denoise_ccd
@@ -328,6 +329,28 @@ def _local_cluster(workers, processes=True, threads=None):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _check_main_guard():
+    """
+    `RuntimeError` when the local cluster's worker processes would re-run the
+    caller's script: a top-level call outside ``if __name__ == "__main__":``
+    (they are started with the ``spawn`` method, which imports the main
+    script again, and fail with "Nanny failed to start").
+    """
+    import dask
+
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
+        return
+    where = unguarded_main_call()
+    if where is not None:
+        path, line = where
+        raise RuntimeError(
+            f"denoise_files was called at the top level of the script {path} (line {line}). "
+            "Its local cluster starts worker processes that import that script again, "
+            "which would call denoise_files again in each of them. Put the call under "
+            "'if __name__ == \"__main__\":' (see the denoise_files documentation), or "
+            "pass client=... (an existing Dask cluster).")
 
 
 def _default_workers(n_files):
@@ -410,6 +433,27 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
         Bad ``inputs`` or an argument `~astro_unet.denoise_ccd` does not take.
     FileNotFoundError
         The model file does not exist.
+    RuntimeError
+        Called without ``client`` at the top level of a script, outside
+        ``if __name__ == "__main__":`` (see Notes).
+
+    Notes
+    -----
+    Without a ``client`` the worker processes of the local cluster are
+    started the way `multiprocessing` starts processes (``spawn``): each one
+    imports the main script again.  In a script, call `denoise_files` under
+    the usual guard::
+
+        from astro_unet import denoise_files
+
+        if __name__ == "__main__":
+            table = denoise_files("raw/*.fits", "denoised", ratio=4)
+            print(table)
+
+    A call at the top level of a script is refused with a `RuntimeError`
+    before anything starts (otherwise each worker would call `denoise_files`
+    again and fail to start).  Interactive sessions, notebooks and calls
+    with a ``client`` need no guard.
 
     Examples
     --------
@@ -456,6 +500,8 @@ def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=Non
         seen[key] = path
         jobs.append((path, output, hdu if hdu is not None else ext))
     model_arg = _check_model_spec(model)
+    if client is None:
+        _check_main_guard()  # before anything is started or created
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
 
@@ -766,11 +812,12 @@ def _denoise_block(block, block_id=None, *, ctx):
 # huge mosaics: background noise and bad-pixel count in strips
 
 
-def _strip_counts(strip):
-    """Non-finite pixels and usable neighbour differences of a strip."""
+def _strip_counts(strip, limit=np.inf):
+    """Non-finite pixels, usable neighbour differences and pixels above ``limit`` of a strip."""
     bad = ~np.isfinite(strip)
     good_diff = ~(bad[:, 1:] | bad[:, :-1])
-    return np.array([bad.sum(), good_diff.sum()], dtype=np.int64)
+    too_large = np.abs(np.where(bad, 0, strip)) > limit
+    return np.array([bad.sum(), good_diff.sum(), too_large.sum()], dtype=np.int64)
 
 
 def _subsample(values, offset, stride):
@@ -844,9 +891,16 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
     rows = max(1, min(ny, _STRIP_PIXELS // max(nx, 1)))
     strips = _as_dask(x, ((rows,) * (ny // rows) + ((ny % rows,) if ny % rows else ()),
                           (nx,))).to_delayed().ravel()
-    counts = compute(*[dask.delayed(_strip_counts)(s) for s in strips])
-    counts = np.array(counts).reshape(-1, 2)
+    # as denoise_ccd: no value the network's float32 arithmetic cannot hold
+    limit = _validation.FLOAT32_SAFE_LIMIT / abs(scale * to_model)
+    counts = compute(*[dask.delayed(_strip_counts)(s, limit) for s in strips])
+    counts = np.array(counts).reshape(-1, 3)
     n_bad = int(counts[:, 0].sum())
+    if counts[:, 2].any():
+        raise ValueError(
+            f"the image has {int(counts[:, 2].sum())} pixel(s) beyond {limit:.3g} in its unit "
+            f"({_validation.FLOAT32_SAFE_LIMIT:.0e} in the network's unit), which the "
+            "network's float32 arithmetic cannot hold; check the unit and scale of the image.")
     if n_bad == ny * nx:
         raise ValueError("the image has no finite pixel: all values are NaN/inf.")
     if not (need_noise or need_level):
@@ -887,11 +941,15 @@ def _input_array(source, hdu, header):
     import dask.array as da
 
     if isinstance(source, (str, os.PathLike)):
-        from .cli import _STRUCTURAL, CommandError, _resolve_hdu
+        from .cli import _STRUCTURAL, CommandError, _check_fits_file, _resolve_hdu
 
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file.")
+        try:
+            _check_fits_file(path)
+        except CommandError as err:
+            raise ValueError(str(err)) from None
         with fits.open(path) as hdul:
             try:
                 index = _resolve_hdu(hdul, hdu, path)
@@ -1177,11 +1235,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     if with_mask:
         hdus.append((_image_header(8, (ny, nx), primary=False, name="MASK"), (ny, nx),
                      np.dtype("u1")))
-    directory = os.path.dirname(os.path.abspath(output_path))
-    fd, tmp = tempfile.mkstemp(prefix=".astro-unet-", suffix="-" + os.path.basename(
-        output_path), dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(output_path) as tmp:
         offsets = _create_fits(tmp, hdus)
         sources = [data, sigma]
         targets = [_RawTarget(tmp, offsets[0], (ny, nx), file_dtype),
@@ -1193,8 +1247,4 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         compute(stored)
         if os.path.exists(output_path) and not overwrite:
             raise FileExistsError(f"{output_path} exists: pass overwrite=True to replace it.")
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output_path

@@ -49,13 +49,16 @@ when any of several files failed, and 2 for command-line usage errors.
 import argparse
 import math
 import os
+import re
 import sys
-import tempfile
 import traceback
+import warnings
 
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+
+from ._utils import atomic_output
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -173,6 +176,33 @@ def _resolve_hdu(hdul, hdu, path):
     return index
 
 
+def _check_fits_file(path):
+    """
+    `CommandError` naming ``path`` when it is not a complete FITS file.
+
+    Every header is read (``lazy_load_hdus=False``), which is where astropy
+    notices a file shorter than its headers announce; left alone, that only
+    surfaces later as "buffer is too small for requested array".
+    """
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstropyUserWarning)
+        try:
+            with fits.open(path, lazy_load_hdus=False):
+                pass
+        except (OSError, EOFError, TypeError, ValueError) as err:
+            raise CommandError(f"{path} cannot be read as FITS (empty, truncated or "
+                               f"corrupt file): {_error_message(err)}") from None
+    for item in caught:
+        text = " ".join(str(item.message).split())
+        if "truncated" in text or "corrupt" in text:
+            what = "is truncated" if "truncated" in text else "is truncated or corrupt"
+            raise CommandError(f"{path} {what} ({text}): it was not completely written or "
+                               "copied; write or copy it again.")
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
+
 def _read_ccd(path, hdu=None, unit=None):
     """Read one image HDU as CCDData: ``(ccd, index)``."""
     from astropy.nddata import CCDData
@@ -180,6 +210,7 @@ def _read_ccd(path, hdu=None, unit=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CommandError(f"{path}: no such file.")
+    _check_fits_file(path)
     with fits.open(path) as hdul:
         index = _resolve_hdu(hdul, hdu, path)
         header = hdul[index].header
@@ -313,19 +344,12 @@ def _write_like(in_path, index, before, after, out_path, *, overwrite, unit_give
             out.append(_mask_hdu(after, before, None))
 
         out_path = os.fspath(out_path)
-        directory = os.path.dirname(os.path.abspath(out_path))
-        # same ending as the output, so that .gz/.bz2 outputs are compressed
-        fd, tmp = tempfile.mkstemp(prefix=".astro-unet-",
-                                   suffix="-" + os.path.basename(out_path), dir=directory)
-        os.close(fd)
-        try:
+        # the temporary file ends like the output, so that .gz/.bz2 outputs are
+        # compressed; it gets the user's permissions (umask) when renamed
+        with atomic_output(out_path) as tmp:
             fits.HDUList(out).writeto(tmp, overwrite=True, output_verify="fix")
             if os.path.exists(out_path) and not overwrite:
                 raise CommandError(f"{out_path} exists: pass --overwrite to replace it.")
-            os.replace(tmp, out_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def _uncertainty_hdu(after, before, existing):
@@ -494,6 +518,7 @@ def _run_denoise_files(args):
                           overwrite=args.overwrite, suffix=args.suffix, hdu=args.hdu,
                           unit=args.unit, **_denoise_kwargs(args))
     shown = table.copy(copy_data=False)
+    shown["status"] = [_flag_words(status) for status in table["status"]]
     shown["seconds"].info.format = ".2f"
     for line in shown.pformat(max_lines=-1, max_width=-1):
         print(line)
@@ -616,6 +641,13 @@ def _format_summary(summary):
     return "\n".join(f"{key:<{width}}  {_format_value(value)}" for key, value in items)
 
 
+#: Printed after ``compare --threshold self`` (the default).
+_THRESHOLD_HINT = (
+    "Note: each image was thresholded at its own background rms (--threshold self); "
+    "with --threshold reference every image is thresholded at the reference's level, "
+    "so that only sources the reference can confirm are detected.")
+
+
 def _run_compare(args):
     from .photometry import photometric_comparison
 
@@ -637,6 +669,8 @@ def _run_compare(args):
         match_radius=args.match_radius, threshold=args.threshold, match=args.match,
         **kwargs)
     print(_format_summary(summary))
+    if args.threshold == "self":
+        print(_THRESHOLD_HINT)
     if args.table is not None:
         table.write(args.table, format="ascii.ecsv", overwrite=args.overwrite)
         print(f"Wrote {args.table}")
@@ -751,22 +785,64 @@ def _run_demo(args):
     for label, test in (("short (noisy input)", short), ("denoised", denoised)):
         _, summary = photometric_comparison(long, test, input=short, threshold="reference")
         rows.append((label, summary))
-    keys = [("n_test", "detections"), ("tpr", "TPR"), ("precision", "precision"),
-            ("f_measure", "F-measure"), ("rfe_mean", "RFE mean [%]"),
-            ("snr_gain", "SNR gain"), ("psnr", "PSNR [dB]"), ("ssim", "SSIM")]
+    unit = u.Unit(long.unit).to_string()
+    n_ref = rows[0][1]["n_reference"]
+    long_rms = rows[0][1]["background_rms_ref"]
     print()
-    print("Photometry against the original (paper settings: 7 sigma, 10 px, "
+    print("Photometry against the original (the paper's settings: 7 sigma, 10 px, "
           "aperture diameter 10 px;")
-    print(f"every image thresholded at the original's level; the original has "
-          f"{rows[0][1]['n_reference']} detections):")
-    width = max(len(label) for label, _ in rows)
-    print(f"{'':<{width}}  " + "  ".join(f"{name:>12}" for _, name in keys))
-    for label, summary in rows:
-        print(f"{label:<{width}}  "
-              + "  ".join(f"{_format_value(summary.get(key)):>12}" for key, _ in keys))
+    print(f"every image thresholded at the original's level; the original has {n_ref} "
+          "detections):")
+    print(_demo_table(rows, _DEMO_COLUMNS))
+    print()
+    for line in _DEMO_LEGEND:
+        print(line.format(n_ref=n_ref, ratio=args.ratio, unit=unit,
+                          long_rms=_short_number(_value_of(long_rms))))
     print()
     print("Wrote " + ", ".join(paths.values()))
     return 0
+
+
+#: Columns of the demo table: (summary key, heading).
+_DEMO_COLUMNS = [("n_test", "detections"), ("tpr", "TPR"), ("precision", "precision"),
+                 ("f_measure", "F-measure"), ("rfe_mean", "RFE [%]"),
+                 ("snr_gain", "SNR gain"), ("background_rms_test", "bkg rms")]
+
+#: What each number of the demo means (every printed number is explained).
+_DEMO_LEGEND = [
+    "detections  sources found in the image",
+    "TPR         fraction of the original's {n_ref} sources found again (true-positive rate)",
+    "precision   fraction of the detections that are sources of the original",
+    "F-measure   2 TPR precision / (TPR + precision): 1 is perfect",
+    "RFE [%]     mean |flux - original flux| / original flux of the matched sources",
+    "SNR gain    mean ratio of each source's signal-to-noise ratio to its value in the "
+    "noisy input (about 1 for the input itself)",
+    "bkg rms     median background noise in {unit}; the original, a real exposure "
+    "{ratio:g} times longer than the input, has {long_rms}",
+    "PSNR and SSIM are not shown: on star fields both are set by the few brightest "
+    "star cores (astro_unet.psnr, astro_unet.ssim).",
+]
+
+
+def _value_of(value):
+    return value.value if isinstance(value, u.Quantity) else value
+
+
+def _short_number(value):
+    """Three significant digits for floats (the demo's table), as `_format_value` otherwise."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        return f"{float(value):.3g}"
+    return _format_value(value)
+
+
+def _demo_table(rows, columns):
+    """The demo's summary rows as an aligned text table."""
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for _, name in columns)]
+    for label, summary in rows:
+        cells = (_short_number(_value_of(summary.get(key))) for key, _ in columns)
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{cell:>10}" for cell in cells))
+    return "\n".join(lines)
 
 
 #: Functions that add a subcommand: each takes the ``subparsers`` object of
@@ -830,6 +906,43 @@ def _error_message(err):
     return text
 
 
+#: Keyword arguments of the library -> (flag, metavar) of the command line, so
+#: that an error raised in the library's words names the flag to change.
+_FLAGS = {
+    "exposure_time": ("--exptime", "S"), "gain": ("--gain", "G"),
+    "read_noise": ("--read-noise", "E"), "dark_current": ("--dark-current", "D"),
+    "sky": ("--sky", "SKY"), "detector": ("--detector", "NAME"), "seed": ("--seed", "N"),
+    "ratio": ("--ratio", "R"), "tile_size": ("--tile-size", "N"),
+    "overlap": ("--overlap", "N"), "batch_size": ("--batch-size", "N"),
+    "device": ("--device", "DEVICE"), "mode": ("--mode", "MODE"),
+    "model": ("--model", "NAME_OR_PATH"), "unit": ("--unit", "UNIT"),
+}
+_KEYWORD = "|".join(sorted(_FLAGS, key=len, reverse=True))
+# ``gain=...`` / ``device='cuda'`` / ``dark_current=0``: the keyword with a value
+# (not inside a Python call shown as an example: ``denoise_ccd(ccd, ratio=2)``)
+_KEYWORD_VALUE = re.compile(rf"(?<![\w.'\"(-])(?<!, )({_KEYWORD})=(?:\.\.\.|'([^']*)'|\"([^\"]*)\"|"
+                            r"([\w.+-]+))")
+# ``gain must be ...``, ``ratio is required``: the keyword as the subject
+_KEYWORD_SUBJECT = re.compile(rf"(?<![\w.'\"-])({_KEYWORD})(?= (?:must|is required)\b)")
+
+
+def _flag_words(message):
+    """
+    ``message`` (of a library error) with the keyword arguments it names
+    replaced by the command's flags: ``pass gain=... (electron / adu)`` ->
+    ``pass --gain G (electron / adu)``, ``exposure_time must be`` ->
+    ``--exptime must be``.
+    """
+    def value(match):
+        flag, metavar = _FLAGS[match[1]]
+        given = next((g for g in match.groups()[1:] if g is not None), None)
+        return f"{flag} {metavar if given is None else given}"
+
+    message = _KEYWORD_VALUE.sub(value, message)
+    message = _KEYWORD_SUBJECT.sub(lambda m: _FLAGS[m[1]][0], message)
+    return message.replace("(seconds or a Quantity)", "(seconds)")
+
+
 #: Exceptions that are the user's to fix: reported without the exception type.
 _USER_ERRORS = (CommandError, ValueError, TypeError, OSError, KeyError, u.UnitsError)
 
@@ -869,7 +982,7 @@ def main(argv=None):
     except Exception as err:
         if args.debug:
             traceback.print_exc()
-        message = _error_message(err)
+        message = _flag_words(_error_message(err))
         if not isinstance(err, _USER_ERRORS):
             message = f"{type(err).__name__}: {message}"
             if not args.debug:

@@ -16,11 +16,13 @@ through `ccdproc.cosmicray_lacosmic`, so that
 """
 
 import math
+import warnings
 from copy import deepcopy
 
 import numpy as np
 import astropy.units as u
 from astropy.nddata import StdDevUncertainty
+from astropy.utils.exceptions import AstropyUserWarning
 from astroscrappy import detect_cosmics
 
 from . import _validation
@@ -31,6 +33,15 @@ __all__ = ["clean_cosmic_rays"]
 
 #: Header keywords searched, in order, for the read noise (electrons).
 READNOISE_KEYWORDS = ("RDNOISE", "READNOIS")
+
+#: Smallest image side astroscrappy handles.  Its separable 9x9 median filter
+#: (``sepmedfilt9``, used with the default ``sepmed=True``) copies four border
+#: rows and columns without checking the image size: on images with a side
+#: of 3 pixels or less it writes outside its buffers and kills the
+#: interpreter ("malloc(): unsorted double linked list corrupted").  Measured
+#: with astroscrappy 1.3.0 under valgrind: invalid writes for 3x9 and 9x3, none
+#: for 4x4, 4x40 and 40x4 with every sepmed/fsmode/cleantype combination.
+MIN_SIDE = 4
 
 _CLEANTYPES = ("median", "medmask", "meanmask", "idw")
 _FSMODES = ("median", "convolve")
@@ -242,7 +253,8 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     TypeError
         ``ccd`` is not an NDData, or an option has the wrong type.
     ValueError
-        Not a 2-D image, no finite unmasked pixel, no read noise available,
+        Not a 2-D image, a side shorter than ``MIN_SIDE`` (4) pixels, no
+        finite unmasked pixel, no read noise available,
         adu without a gain, a rate without an exposure time, or a bad option.
     astropy.units.UnitsError
         No unit, or a unit that cannot be converted to electrons.
@@ -275,9 +287,15 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     >>> bool(cleaned.mask[20, 30]), bool(50 < cleaned.data[20, 30] < 150)
     (True, True)
     >>> cleaned.unit, cleaned.meta["CRNPIX"]
-    (Unit("electron"), (1, 'pixels flagged as cosmic rays'))
+    (Unit("electron"), 1)
     """
     data = _validation.validate_ccd(ccd)  # float64 copy; checks ndim, unit, finite pixels
+    if min(data.shape) < MIN_SIDE:
+        raise ValueError(
+            f"clean_cosmic_rays needs an image of at least {MIN_SIDE}x{MIN_SIDE} pixels, "
+            f"got shape {data.shape}: L.A.Cosmic's median filters (astroscrappy) cannot "
+            "handle thinner images."
+        )
     _check_options(sigclip, sigfrac, objlim, niter, cleantype, fsmode, psfmodel,
                    psffwhm, psfsize)
     scale, exptime = _validation.electron_scale(ccd, exposure_time=exposure_time, gain=gain)
@@ -292,8 +310,10 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     bad = in_mask | nonfinite
 
     electrons = data * scale
+    _validation.check_magnitude(electrons, consumer="astroscrappy")  # it works in float32
     if nonfinite.any():
         electrons[nonfinite] = np.median(electrons[~bad])
+    _warn_if_sky_subtracted(electrons, bad, ron)
 
     crmask, cleanarr = detect_cosmics(
         electrons, inmask=bad, sigclip=float(sigclip), sigfrac=float(sigfrac),
@@ -329,6 +349,30 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     if return_mask:
         return result, crmask
     return result
+
+
+#: Warn when the measured pixel noise exceeds L.A.Cosmic's model noise by this factor.
+SKY_WARNING_FACTOR = 2.0
+
+
+def _warn_if_sky_subtracted(electrons, bad, ron):
+    """
+    Warn when L.A.Cosmic's noise model cannot hold: negative background, or
+    a pixel noise far above ``sqrt(max(median, 0) + ron**2)`` (sky subtracted).
+    """
+    from .denoise import _background_level, _background_noise
+
+    level = _background_level(electrons, bad)
+    noise = _background_noise(electrons, bad)
+    expected = math.sqrt(max(level, 0.0) + ron ** 2)
+    if level < 0 or noise > SKY_WARNING_FACTOR * expected:
+        warnings.warn(
+            f"clean_cosmic_rays: the image looks sky-subtracted or has a negative "
+            f"background (median {level:.3g} e-, pixel noise {noise:.3g} e-, while "
+            f"L.A.Cosmic's noise model sqrt(max(median, 0) + readnoise**2) gives "
+            f"{expected:.3g} e-), so it may flag most pixels. Add the sky level back "
+            "before cleaning, or check the unit, gain and readnoise.",
+            AstropyUserWarning, stacklevel=3)
 
 
 def _inflate_uncertainty(uncert, crmask, cleaned_e, ron, scale, unit, shape):

@@ -1085,7 +1085,7 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
     >>> ccd = CCDData(rng.poisson(50.0, (64, 64)).astype(float), unit="electron",
     ...               meta={"EXPTIME": 100.0})
     >>> out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    >>> out.shape, out.unit, out.meta["EXPTIME"][0], out.meta["DNESTIM"][0]
+    >>> out.shape, out.unit, out.meta["EXPTIME"], out.meta["DNESTIM"]
     ((64, 64), Unit("electron"), 200.0, 'long')
     """
     r = _validation.validate_ratio(ratio)
@@ -1141,6 +1141,7 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         electrons *= to_model
     x_model = electrons
     del electrons, data
+    _validation.check_magnitude(x_model, unit=norm["unit"])  # float32 network: no inf/NaN
 
     norm, cond, noise = _resolve_inputs(x_model, bad, norm=norm, ratio=r, exptime=exptime,
                                         ron=ron, cond_names=cfg.cond_names)

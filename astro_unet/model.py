@@ -38,10 +38,11 @@ import dataclasses
 import hashlib
 import math
 import os
-import tempfile
 
 import torch
 from torch import nn
+
+from ._utils import atomic_output
 
 __all__ = [
     "UNetConfig",
@@ -514,17 +515,25 @@ def save_model(model, path, *, normalization, metadata=None, half=True):
         "state_dict": state,
     }
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(path) as tmp:  # the user's permissions, no partial file
+        with open(tmp, "wb") as f:
             torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return _sha256_file(path)
+
+
+def _check_map_location(map_location):
+    """`RuntimeError` for a CUDA ``map_location`` without CUDA (torch's error is cryptic)."""
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            device = torch.device(map_location)
+        except RuntimeError:
+            raise ValueError(f"map_location {map_location!r} is not a torch device; use "
+                             "'cpu', 'cuda' or 'cuda:N'.") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise RuntimeError(
+                f"map_location={map_location!r} was requested but CUDA is not available "
+                f"(torch {torch.__version__}, {build}); use map_location='cpu'.")
 
 
 def load_model_file(path, *, map_location="cpu"):
@@ -553,6 +562,10 @@ def load_model_file(path, *, map_location="cpu"):
         The file is missing, unreadable, truncated or corrupt, has another
         ``format``, an unknown ``format_version``, missing keys, or weights
         that do not match its configuration.
+    RuntimeError
+        ``map_location`` is a CUDA device and CUDA is not available.
+    ValueError
+        ``map_location`` is a string that names no torch device.
 
     Examples
     --------
@@ -570,6 +583,7 @@ def load_model_file(path, *, map_location="cpu"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path!r} does not exist.")
+    _check_map_location(map_location)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files

@@ -231,6 +231,21 @@ def _resolve_sky(ccd, sky, unit):
     return _nonnegative(sky, unit, "sky"), "argument"
 
 
+def _check_seed(seed):
+    """``seed`` as `numpy.random.default_rng` takes it, or a clear `TypeError` / `ValueError`."""
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator,
+                                         np.random.SeedSequence)):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            "seed must be None, a non-negative integer or a numpy.random.Generator, "
+            f"got {seed!r}."
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    return int(seed)
+
+
 def _seed_record(seed):
     if seed is None:
         return "none"
@@ -321,8 +336,9 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
         ``INSTRUME``/``DETECTOR`` header keywords (WFC3 + UVIS, ACS + WFC).
         Explicit ``read_noise=``/``dark_current=``/``gain=`` win over it.
     seed : int, `numpy.random.Generator` or None, optional
-        Seed for `numpy.random.default_rng` (or a Generator to draw from);
-        the same seed gives the same image.
+        Non-negative integer seed for `numpy.random.default_rng` (or a
+        Generator to draw from, or a `numpy.random.SeedSequence` /
+        `numpy.random.BitGenerator`); the same seed gives the same image.
 
     Returns
     -------
@@ -341,16 +357,20 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
         ``SIMDET`` (the preset name, ``'<name>+override'`` when
         ``read_noise=``/``dark_current=`` replaced preset values, or
         ``'custom'`` without a preset) and, for adu images,
-        ``SIMGAIN``.
+        ``SIMGAIN`` and ``GAIN`` (the gain used, when the header had no
+        gain keyword of that value), so that the output can be denoised
+        without passing the gain again.
 
     Raises
     ------
     TypeError
-        ``ccd`` is not an NDData, or an argument has the wrong type.
+        ``ccd`` is not an NDData, or an argument has the wrong type (e.g. a
+        ``seed`` that is not an integer or a Generator).
     ValueError
         Data not 2-D or without a finite unmasked pixel; ``ratio`` not a
-        finite number > 1; no exposure time for a rate unit (or for counts
-        with a dark current); adu without a gain; no read noise known;
+        finite number > 1; a negative ``seed``; no exposure time for a rate
+        unit (or for counts with a dark current); adu without a gain (or a
+        gain that is not positive); no read noise known;
         unknown detector name; negative or non-finite noise/sky values;
         ``sky="header"`` without ``MDRIZSKY``.
     astropy.units.UnitsError
@@ -413,7 +433,8 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     if is_adu:
         gain_used = _validation.get_gain(ccd, gain)
         if gain_used is None and preset is not None and preset.gain is not None:
-            gain_used = float(preset.gain)
+            gain_used = _validation._positive_quantity(
+                preset.gain, u.electron / u.adu, f"preset {preset.name} gain")
     scale, exptime = _validation.electron_scale(
         ccd, exposure_time=exposure_time, gain=gain_used, need_time=is_rate)
 
@@ -424,7 +445,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
             "exposure_time=... or set EXPTIME, or pass dark_current=0."
         )
     sky_value, sky_origin = _resolve_sky(ccd, sky, unit)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
 
     # Everything below is in electrons of the short exposure.
     bad = _validation.bad_pixel_mask(ccd)
@@ -490,6 +511,10 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     }
     if is_adu:
         keywords["SIMGAIN"] = (gain_used, "[electron/adu] gain used")
+        _, header_gain = _validation._meta_lookup(new_meta, _validation.GAIN_KEYWORDS)
+        if header_gain != gain_used:
+            # the output is in adu: the next step (denoise_ccd, the CLI) needs its gain
+            keywords["GAIN"] = (gain_used, "[electron/adu] gain")
     log_step(new_meta,
              f"simulate_short_exposure(ratio={r:g}, detector={det_name}, "
              f"read_noise={ron:g}, dark_current={dark:g}, sky={sky_value:g})",

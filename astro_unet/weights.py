@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+from astropy import log
 from astropy.table import Table
 from astropy.utils import data as _data
 
@@ -342,9 +343,12 @@ def _lookup(name):
 
 def _in_cache(key):
     try:
-        return _data.is_url_in_cache(key, pkgname=PKGNAME, on_missing="ignore")
-    except TypeError:  # astropy < 8: no on_missing
-        return _data.is_url_in_cache(key, pkgname=PKGNAME)
+        try:
+            return _data.is_url_in_cache(key, pkgname=PKGNAME, on_missing="ignore")
+        except TypeError:  # astropy < 8: no on_missing
+            return _data.is_url_in_cache(key, pkgname=PKGNAME)
+    except OSError:  # no usable cache folder (e.g. a read-only HOME): nothing cached
+        return False
 
 
 def _cached_path(key):
@@ -368,6 +372,40 @@ def _sha256(path):
 
 def _bundled_path(info):
     return resources.files("astro_unet") / "data" / "models" / info.filename
+
+
+_told_read_only = set()
+
+
+def _bundled_in_place(info, source, err):
+    """
+    Path of the bundled file itself, when it cannot be copied into the cache
+    (``err``: e.g. a read-only HOME), after checking its SHA-256.
+    """
+    if not isinstance(source, Path) or not source.is_file():  # e.g. inside a zip file
+        raise ModelUnavailableError(
+            f"Model {info.name!r} cannot be copied into the astropy download cache "
+            f"({_describe_os_error(err)}). Set XDG_CACHE_HOME to a writable folder "
+            "(astro_unet keeps its cache in $XDG_CACHE_HOME/astro_unet)."
+        ) from err
+    local = str(source)
+    actual = _sha256(local)
+    if actual != info.sha256:
+        raise ModelChecksumError(
+            f"The bundled file {local} of model {info.name!r} has sha256 {actual[:12]}..., "
+            f"expected {info.sha256[:12]}...: reinstall astro_unet."
+        )
+    if info.name not in _told_read_only:
+        _told_read_only.add(info.name)
+        log.info(f"astro_unet: the download cache is not writable "
+                 f"({_describe_os_error(err)}); using the bundled model file {local} in "
+                 "place. Set XDG_CACHE_HOME to a writable folder to cache it.")
+    return local
+
+
+def _describe_os_error(err):
+    text = err.strerror or str(err)
+    return f"{text}: {err.filename}" if getattr(err, "filename", None) else text
 
 
 def _check_cached(info, key, source):
@@ -442,7 +480,10 @@ def get_model_path(name="default", *, allow_internet=None):
     Returns
     -------
     path : str
-        Path of the file in the cache (do not modify or move it).
+        Path of the file in the cache (do not modify or move it).  When the
+        cache cannot be written (e.g. a read-only home folder), a bundled
+        model's file is checked and used in place, and an ``INFO`` message
+        says so once (set ``XDG_CACHE_HOME`` to a writable folder to cache it).
 
     Raises
     ------
@@ -473,8 +514,11 @@ def get_model_path(name="default", *, allow_internet=None):
                     f"The bundled file {local} of model {info.name!r} is missing; "
                     "reinstall astro_unet."
                 )
-            _data.import_file_to_cache(key, str(local), remove_original=False,
-                                       pkgname=PKGNAME)
+            try:
+                _data.import_file_to_cache(key, str(local), remove_original=False,
+                                           pkgname=PKGNAME)
+            except OSError as err:
+                return _bundled_in_place(info, source, err)
         return _check_cached(info, key, f"the bundled file {info.filename}")
     if allow_internet is None:
         allow_internet = _data.conf.allow_internet
@@ -534,6 +578,8 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
         See `get_model_path`.
     astro_unet.model.ModelFileError
         Not a valid model file (truncated, wrong format, ...).
+    RuntimeError
+        ``map_location`` is a CUDA device and CUDA is not available.
 
     Examples
     --------

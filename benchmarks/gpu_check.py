@@ -116,7 +116,7 @@ def main(argv=None):
               f"median {np.median(rel):.2e}; sky: max |diff| = "
               f"{np.abs(got - ref)[sky].max() / sky_sigma:.2e} sky sigma; "
               f"first-call times: cpu {t_cpu:.2f} s, {device} {t_gpu:.2f} s "
-              f"(tile {gpu.meta['DNTILE'][0]}, overlap {gpu.meta['DNOVERLP'][0]})")
+              f"(tile {gpu.meta['DNTILE']}, overlap {gpu.meta['DNOVERLP']})")
         if not max_rel < 1e-2:
             failures.append(f"{n}^2 max relative difference {max_rel:.2e} >= 1e-2")
 

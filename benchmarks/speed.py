@@ -94,7 +94,7 @@ def worker(spec):
     out = denoise_ccd(ccd, **kwargs)
     elapsed = time.perf_counter() - t0
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tile, overlap = int(out.meta["DNTILE"][0]), int(out.meta["DNOVERLP"][0])
+    tile, overlap = int(out.meta["DNTILE"]), int(out.meta["DNOVERLP"])
     plan = plan_tiles(image.shape, tile_size=tile, overlap=overlap,
                       size_multiple=net.size_multiple, fit=spec["mode"] == "feather")
     result = {

@@ -21,6 +21,6 @@ t = time.perf_counter()
 out = denoise_ccd(img, ratio=2, device="cpu")
 dt = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"4096^2 default model ({out.meta['DNMODEL'][0]}), 1 torch thread: {dt:.1f} s, "
-      f"tile {out.meta['DNTILE'][0]}, overlap {out.meta['DNOVERLP'][0]}, "
+print(f"4096^2 default model ({out.meta['DNMODEL']}), 1 torch thread: {dt:.1f} s, "
+      f"tile {out.meta['DNTILE']}, overlap {out.meta['DNOVERLP']}, "
       f"peak RSS {rss:.0f} MB (whole process; the image is 64 MB)")

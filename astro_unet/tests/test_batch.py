@@ -2,6 +2,7 @@
 """Tests of `astro_unet.batch`: many files and huge mosaics on Dask."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -409,7 +410,7 @@ def test_denoise_large_dask_array_is_lazy_and_matches(tmp_path):
     assert_allclose(res.data.compute(), ref.data, rtol=1e-12, atol=1e-9)
     assert_allclose(res.uncertainty.compute(), ref.uncertainty.array, rtol=1e-12, atol=1e-9)
     assert not res.mask.compute().any()
-    assert res.header["DNNOISE"] == ref.meta["DNNOISE"][0]
+    assert res.header["DNNOISE"] == ref.meta["DNNOISE"]
     assert res.header["BUNIT"] == "electron" and "EXPTIME" not in res.header
 
 
@@ -499,6 +500,11 @@ def test_denoise_large_errors(tmp_path, model_file):
         denoise_large(src, hdu=3, **kwargs)
     with pytest.raises(u.UnitsError, match="Cannot convert unit 'Jy'"):
         denoise_large(src, unit="Jy", **kwargs)
+    # issue 11: values the network's float32 arithmetic cannot hold (all NaN before)
+    huge = np.full((40, 40), 5.0)
+    huge[7, 9] = 1e300
+    with pytest.raises(ValueError, match=r"1 pixel\(s\) beyond .* float32 arithmetic"):
+        denoise_large(da.from_array(huge, chunks=20), unit="electron", **kwargs)
     assert names(tmp_path) == ["exists.fits", "m.fits"]
 
 
@@ -567,3 +573,108 @@ def test_axis_chunks_cover_the_tiles(length, tile_size, overlap, target):
         assert (i == 0 or lo <= depth) and (i == len(sizes) - 1 or hi <= depth)
     if len(sizes) > 1:
         assert depth < tile  # edges in the middle of a tile: about half a tile
+
+
+def test_outputs_honour_the_umask(tmp_path, model_file, client):
+    # issue 11: denoise_files and denoise_large wrote mode 0600 files
+    src = write_mef(tmp_path / "a.fits")
+    old = os.umask(0o022)
+    try:
+        table = denoise_files([src], tmp_path / "out", ratio=2, model=model_file,
+                              client=client, device="cpu", tile_size=32, overlap=8)
+        large = denoise_large(src, tmp_path / "large.fits", ratio=2, model=model_file,
+                              device="cpu", chunk_size=32)
+    finally:
+        os.umask(old)
+    assert list(table["status"]) == ["ok"]
+    for path in (tmp_path / "out" / "a_denoised.fits", large):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+
+
+def test_rerun_removes_temporaries_of_a_killed_write(tmp_path, model_file, client):
+    # issue 11: a SIGKILL during a write left .astro-unet-* files no rerun removed
+    from astro_unet._utils import TEMP_PREFIX, _host_tag
+
+    src = write_mef(tmp_path / "a.fits")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f"{TEMP_PREFIX}{_host_tag()}-999999999-0123abcd-a_denoised.fits"
+    stale.write_bytes(b"SIMPLE  =                    T")
+    table = denoise_files([src], out, ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert list(table["status"]) == ["ok"]
+    assert names(out) == ["a_denoised.fits"]
+    # also when the output exists and is skipped
+    stale.write_bytes(b"SIMPLE  =                    T")
+    table = denoise_files([src], out, ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert list(table["status"]) == ["skipped"]
+    assert names(out) == ["a_denoised.fits"]
+
+
+def test_truncated_file_is_named(tmp_path, model_file, client):
+    # issue 11: "TypeError: buffer is too small for requested array"
+    src = write_mef(tmp_path / "a.fits")
+    data = src.read_bytes() if hasattr(src, "read_bytes") else open(src, "rb").read()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(data[:-5000])
+    table = denoise_files([cut], tmp_path / "out", ratio=2, model=model_file, client=client,
+                          device="cpu", tile_size=32, overlap=8)
+    assert table["status"][0].startswith(f"error: {cut} is truncated (File may have been")
+    with pytest.raises(ValueError, match=f"{cut} is truncated"):
+        denoise_large(cut, ratio=2, model=model_file, device="cpu")
+
+
+def _run_script(path, text):
+    import subprocess
+    import sys
+
+    path.write_text(text)
+    here = os.path.dirname(os.path.dirname(astro_unet.weights.__file__))
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=path.parent, env={**os.environ, "PYTHONPATH": here})
+
+
+def test_script_without_main_guard_is_detected(tmp_path, model_file):
+    # issue 11: screens of traceback ending in "Nanny failed to start" and an empty
+    # output folder
+    write_mef(tmp_path / "a.fits")
+    run = _run_script(tmp_path / "script.py", (
+        "from astro_unet import denoise_files\n"
+        f"denoise_files(['a.fits'], 'out', ratio=2, model={str(model_file)!r}, device='cpu')\n"))
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: denoise_files was called at the top level of the "
+                           f"script {tmp_path / 'script.py'} (line 2).")
+    assert "if __name__ == \"__main__\":" in last and "client=" in last
+    assert "Nanny" not in run.stderr
+    assert names(tmp_path) == ["a.fits", "script.py"]  # no output folder
+
+
+def test_unguarded_main_call_helper(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    probe = ("from astro_unet._utils import unguarded_main_call\n"
+             "def f():\n"
+             "    return unguarded_main_call()\n")
+    path = tmp_path / "script.py"
+    cases = {
+        "top": (probe + "result = f()\n", (str(path), 4)),
+        "guarded": (probe + "if __name__ == '__main__':\n    result = f()\n", None),
+        "reversed": (probe + "if '__main__' == __name__:\n    x = 1\n    result = f()\n",
+                     None),
+        "other if": (probe + "if True:\n    result = f()\n", (str(path), 5)),
+    }
+    for name, (text, expected) in cases.items():
+        path.write_text(text)
+        main = types.ModuleType("__main__")
+        main.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        exec(compile(text, str(path), "exec"), main.__dict__)  # runs as a main script
+        assert main.result == expected, name
+    # no script (interactive session, notebook, python -c)
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    from astro_unet._utils import unguarded_main_call
+
+    assert unguarded_main_call() is None

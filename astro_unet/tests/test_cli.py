@@ -1,6 +1,8 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of the ``astro-unet`` command (called through ``main(argv)``)."""
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -354,7 +356,11 @@ def test_compare_prints_summary_and_writes_table(capsys, tmp_path):
     code, out, err = run(capsys, "compare", ref, test, "--table", table_path,
                          "--hdu", "SCI", "--min-area", "5")
     assert code == 0, err
-    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    # issue 11: a one-line hint that --threshold reference exists and what it means
+    hint = [line for line in out.splitlines() if line.startswith("Note:")]
+    assert hint == [cli._THRESHOLD_HINT] and "--threshold reference" in hint[0]
+    lines = dict(line.split(None, 1) for line in out.splitlines()
+                 if line.strip() and not line.startswith("Note:"))
     assert lines["n_reference"].strip() == "3"
     assert lines["n_matched"].strip() == "3"
     assert float(lines["tpr"]) == 1.0
@@ -371,6 +377,7 @@ def test_compare_prints_summary_and_writes_table(capsys, tmp_path):
                          "--threshold", "reference", "--input", test, "--min-area", "5")
     assert code == 0, err
     assert "reference" in out and "snr_gain" in out
+    assert "Note:" not in out  # the hint is for the default (self) threshold only
 
 
 def test_compare_errors(capsys, tmp_path):
@@ -560,6 +567,15 @@ def test_demo_runs_the_main_job(tmp_path, capsys):
     assert main(["demo", "--model", str(model), "--output-dir", str(out), "--ratio", "3"]) == 0
     text = capsys.readouterr().out
     assert "short (noisy input)" in text and "denoised" in text and "F-measure" in text
+    # issue 11: every printed number is explained; PSNR/SSIM (set by the brightest
+    # star cores: 16.6 dB noisy, -4.3 dB denoised) are not in the headline
+    lines = text.splitlines()
+    header = next(line for line in lines if "detections" in line and "TPR" in line)
+    legend = {line.split("  ")[0] for line in lines if line[:1].isalpha() and "  " in line}
+    for _, heading in cli._DEMO_COLUMNS:
+        assert heading in header and heading in legend, heading
+    assert "PSNR" not in header and "SSIM" not in header
+    assert "PSNR and SSIM are not shown" in text
     short = CCDData.read(out / "sample_short_r3.fits")
     denoised = CCDData.read(out / "sample_denoised_r3.fits")
     long = CCDData.read(out / "sample_long.fits")
@@ -671,3 +687,96 @@ def test_denoise_several_files_usage_errors(capsys, tmp_path, model_file):
                        tmp_path / "missing.pt")
     assert_one_line_error(code, err, "missing.pt does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits", "b.fits"]
+
+
+# --------------------------------------------------------------------------
+# issue 11: first-hour rough edges
+
+
+def test_written_files_honour_the_umask(capsys, tmp_path, model_file):
+    # issue 11: temporary file + os.replace gave every output mode 0600
+    src = write_mef(tmp_path / "in.fits")
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(capsys, "simulate", src, "-o", tmp_path / "short.fits", "--ratio",
+                           "2", "--detector", "wfc3_uvis", "--seed", "1")
+        assert code == 0, err
+        code, _, err = run(capsys, "denoise", tmp_path / "short.fits", "--ratio", "2",
+                           "--model", model_file, "--device", "cpu")
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    for name in ("short.fits", "short_denoised.fits"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.fits", "short.fits", "short_denoised.fits"]
+
+
+def truncate(src, dst, cut=5000):
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[:len(data) - cut])
+    return dst
+
+
+def test_truncated_or_corrupt_file_is_named(capsys, tmp_path, model_file):
+    # issue 11: only "TypeError: buffer is too small for requested array"
+    src = tmp_path / "in.fits"
+    fits.PrimaryHDU(scene().astype(np.float32),
+                    header=fits.Header({"BUNIT": "electron/s", "EXPTIME": EXPTIME})).writeto(src)
+    cut = truncate(src, tmp_path / "cut.fits", cut=2000)  # inside the data
+    code, _, err = run(capsys, "denoise", cut, "--ratio", "2", "--model", model_file,
+                       "--device", "cpu")
+    assert_one_line_error(code, err, f"{cut} is truncated (File may have been truncated")
+    assert "buffer is too small" not in err
+    code, _, err = run(capsys, "compare", src, cut)
+    assert_one_line_error(code, err, f"{cut} is truncated")
+    # cut inside the header of the last HDU of a multi-extension file
+    cut_mef = truncate(write_mef(tmp_path / "mef.fits"), tmp_path / "cut_mef.fits", cut=5000)
+    code, _, err = run(capsys, "simulate", cut_mef, "-o", tmp_path / "o.fits", "--ratio", "2")
+    assert_one_line_error(code, err, f"{cut_mef} is truncated or corrupt (Error validating")
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    code, _, err = run(capsys, "simulate", empty, "-o", tmp_path / "o.fits", "--ratio", "2")
+    assert_one_line_error(code, err, f"{empty} cannot be read as FITS (empty, truncated or "
+                                     "corrupt file)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cut.fits", "cut_mef.fits", "empty.fits", "in.fits", "mef.fits"]
+
+
+def test_errors_name_flags_not_python_keywords(capsys, tmp_path, model_file):
+    # issue 11: "pass gain=...", "exposure_time=", "read_noise=" in CLI errors
+    src = write_mef(tmp_path / "in.fits")
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(scene().astype(np.float32)).writeto(plain)
+    base = ("denoise", plain, "--ratio", "2", "--model", model_file, "--device", "cpu")
+    code, _, err = run(capsys, *base, "--unit", "adu")
+    assert_one_line_error(code, err, "pass --gain G (electron / adu) or set the GAIN header")
+    assert "gain=" not in err
+    code, _, err = run(capsys, *base, "--unit", "adu", "--gain", "-2")
+    assert_one_line_error(code, err, "error: --gain must be a finite positive number, got -2.0.")
+    code, _, err = run(capsys, *base, "--unit", "electron/s")
+    assert_one_line_error(code, err, "pass --exptime S (seconds) or set the EXPTIME header")
+    code, _, err = run(capsys, *base, "--unit", "electron/s", "--exptime", "0")
+    assert_one_line_error(code, err, "error: --exptime must be a finite positive number")
+    code, _, err = run(capsys, "simulate", plain, "-o", tmp_path / "o.fits", "--ratio", "2",
+                       "--unit", "electron")
+    assert_one_line_error(code, err, "pass --read-noise E (electrons) or --detector NAME (one")
+    code, _, err = run(capsys, "simulate", src, "-o", tmp_path / "o.fits", "--ratio", "2",
+                       "--read-noise", "-1")
+    assert_one_line_error(code, err, "error: --read-noise must be a finite number >= 0")
+
+
+def test_simulate_adu_writes_gain_for_the_next_step(capsys, tmp_path, model_file):
+    # issue 11: `simulate --unit adu --gain 2.7` wrote SIMGAIN but not GAIN, so
+    # `denoise` of its output failed until --gain was given again
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(scene().astype(np.float32),
+                    header=fits.Header({"EXPTIME": EXPTIME})).writeto(plain)
+    code, _, err = run(capsys, "simulate", plain, "-o", tmp_path / "short.fits", "--ratio", "2",
+                       "--unit", "adu", "--gain", "2.7", "--read-noise", "3", "--seed", "0")
+    assert code == 0, err
+    header = fits.getheader(tmp_path / "short.fits")
+    assert header["GAIN"] == 2.7 and header["SIMGAIN"] == 2.7 and header["BUNIT"] == "adu"
+    code, _, err = run(capsys, "denoise", tmp_path / "short.fits", "--ratio", "2", "--model",
+                       model_file, "--device", "cpu")
+    assert code == 0, err

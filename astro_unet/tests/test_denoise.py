@@ -25,12 +25,8 @@ EXPTIME = 120.0
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and steadily on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (see conftest.py)."""
 
 
 class IdentityNet(AstroUNet):
@@ -368,6 +364,50 @@ def test_bad_inputs():
         denoise_ccd(ccd, ratio=2, model=net, device="tpu")
 
 
+@pytest.mark.parametrize("gain", [-2 * u.electron / u.adu, 0 * u.electron / u.adu, -2.0])
+def test_gain_not_positive(gain):
+    # issue 11: a negative Quantity gain ran and gave an uncertainty of 0; a zero
+    # one ended in a bare ZeroDivisionError
+    ccd = make_ccd("adu")
+    with pytest.raises(ValueError, match="gain must be a finite positive number"):
+        denoise_ccd(ccd, ratio=2, model=zero_head_net(), device="cpu", gain=gain)
+
+
+@pytest.mark.parametrize("value, dtype", [(1e300, np.float64), (-1e100, np.float64),
+                                          (3e38, np.float32)])
+def test_values_beyond_float32_raise(value, dtype):
+    # issue 11: a constant 1e300 image came back all NaN, nothing masked
+    data = np.full((32, 32), value, dtype=dtype)
+    ccd = CCDData(data, unit="electron")
+    with pytest.raises(ValueError, match="beyond the float32 arithmetic of the network"):
+        denoise_ccd(ccd, ratio=2, model=zero_head_net(), device="cpu")
+    # huge values in masked pixels are filled before the network: fine
+    data = np.full((32, 32), 50.0, dtype=dtype)
+    data[3, 4] = value
+    mask = np.zeros(data.shape, dtype=bool)
+    mask[3, 4] = True
+    out = denoise_ccd(CCDData(data, unit="electron", mask=mask), ratio=2,
+                      model=zero_head_net(), device="cpu")
+    assert np.isfinite(out.data).all() and out.mask[3, 4]
+
+
+def test_large_but_representable_values_stay_finite():
+    data = np.full((32, 32), 1e25)
+    data[5, 5] *= 1.01
+    out = denoise_ccd(CCDData(data, unit="electron"), ratio=2, model=random_net(),
+                      device="cpu")
+    assert np.isfinite(out.data).all() and np.isfinite(out.uncertainty.array).all()
+
+
+def test_dict_meta_values_are_plain():
+    # issue 11: with a dict meta, out.meta["EXPTIME"] was a (value, comment) tuple
+    ccd = make_ccd(header=False)
+    out = denoise_ccd(ccd, ratio=2, model=zero_head_net(), device="cpu", tile_size=32)
+    assert float(out.meta["EXPTIME"]) == 2 * EXPTIME
+    assert out.meta["DNRATIO"] == 2.0 and out.meta["DNMODE"] == "feather"
+    assert not any(isinstance(value, tuple) for value in out.meta.values())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
 def test_cuda_requested_but_absent():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
@@ -567,7 +607,7 @@ class TestNoiseScaledNormalization:
                                       cond_names=net.config.cond_names)
         assert cond[0] == 3 and cond[1] == pytest.approx(np.log10(ctx["noise"]))
         assert ctx["norm"]["scale"] == pytest.approx(2.0 * ctx["noise"])
-        assert out.meta["DNNOISE"][0] == pytest.approx(ctx["noise"], rel=1e-5)
+        assert out.meta["DNNOISE"] == pytest.approx(ctx["noise"], rel=1e-5)
         with torch.inference_mode():
             y = net(torch.from_numpy(x)[None, None], torch.from_numpy(cond)[None])[0, 0]
         direct, _ = _inverse_transform(y.double().numpy(), ctx["norm"], 0.0)

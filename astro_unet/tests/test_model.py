@@ -18,12 +18,8 @@ NORM = {"unit": "electron", "transform": "asinh", "scale": 10.0}
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and steadily on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (see conftest.py)."""
 
 
 def tiny(**kw):
@@ -238,3 +234,38 @@ def test_save_model_arguments(tmp_path):
     save_model(net2, path, normalization=NORM)
     assert load_model_file(path)[1]["config"].base_channels == 8
     assert np.array_equal(sorted(os.listdir(tmp_path)), ["m.pt"])
+
+
+def test_save_model_honours_the_umask(tmp_path):
+    # issue 11: tempfile.mkstemp made every model file mode 0600
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_model(tiny(), tmp_path / "m.pt", normalization=NORM)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.pt").st_mode) == 0o644
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+@pytest.mark.parametrize("where", ["cuda", "cuda:0"])
+def test_cuda_map_location_without_cuda(tmp_path, where):
+    # issue 11: load_model(map_location="cuda") called a valid file "unreadable
+    # (truncated, corrupt or not a torch file)"
+    from astro_unet import load_model
+
+    path = tmp_path / "m.pt"
+    save_model(tiny(), path, normalization=NORM)
+    for location in (where, torch.device(where)):
+        with pytest.raises(RuntimeError, match="CUDA is not available.*map_location='cpu'"):
+            load_model_file(path, map_location=location)
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            load_model(path, map_location=location)
+
+
+def test_map_location_not_a_device(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(tiny(), path, normalization=NORM)
+    with pytest.raises(ValueError, match="is not a torch device"):
+        load_model_file(path, map_location="gpu0")

@@ -284,7 +284,7 @@ def test_nddata_in_nddata_out_and_dict_meta(wcs):
     assert type(out) is NDData
     assert out.unit == u.electron / u.s
     assert out.meta["EXPTIME"] == 25.0  # plain value in dict metadata
-    assert out.meta["SIMDET"][0] == "custom"
+    assert out.meta["SIMDET"] == "custom"
     assert out.wcs.wcs.compare(wcs.wcs)
     np.testing.assert_array_equal(nd.data, before.data)
     assert nd.meta == before.meta
@@ -306,7 +306,7 @@ def test_other_exposure_keywords_scaled_and_counts_without_time():
     # counts without any exposure time work when there is no dark current
     bare = CCDData(np.full((5, 5), 10.0), unit="electron")
     out = simulate_short_exposure(bare, 2, read_noise=1, seed=0)
-    assert out.meta["SIMEXPT0"][0] == "unknown"
+    assert out.meta["SIMEXPT0"] == "unknown"
     assert "EXPTIME" not in out.meta
 
 
@@ -354,19 +354,68 @@ def test_explicit_values_override_presets():
     mine = DetectorPreset("lab", read_noise=6.0, dark_current=0.0, gain=3.0)
     adu = CCDData(np.full((10, 10), 100.0), unit="adu", meta={"EXPTIME": 10.0})
     out = simulate_short_exposure(adu, 2, detector=mine, seed=0)
-    assert out.meta["SIMGAIN"][0] == 3.0 and out.meta["SIMRDNS"][0] == 6.0
+    assert out.meta["SIMGAIN"] == 3.0 and out.meta["SIMRDNS"] == 6.0
     # header GAIN beats the preset gain, the argument beats both
     adu.meta["GAIN"] = 4.0
-    assert simulate_short_exposure(adu, 2, detector=mine, seed=0).meta["SIMGAIN"][0] == 4.0
+    assert simulate_short_exposure(adu, 2, detector=mine, seed=0).meta["SIMGAIN"] == 4.0
     assert simulate_short_exposure(adu, 2, detector=mine, gain=5,
-                                   seed=0).meta["SIMGAIN"][0] == 5.0
+                                   seed=0).meta["SIMGAIN"] == 5.0
+
+
+def test_adu_output_carries_its_gain():
+    # issue 11: `astro-unet simulate --unit adu --gain 2.7` wrote SIMGAIN but
+    # not GAIN, so denoising the output needed --gain again
+    adu = CCDData(np.full((10, 10), 100.0), unit="adu", meta=fits.Header({"EXPTIME": 10.0}))
+    out = simulate_short_exposure(adu, 2, read_noise=3.0, gain=2.7, seed=0)
+    assert out.header["GAIN"] == 2.7 and out.header["SIMGAIN"] == 2.7
+    assert "GAIN" not in adu.meta
+    # a header gain of another value is replaced by the one used; the same value is kept
+    adu.meta["CCDGAIN"] = 2.0
+    out = simulate_short_exposure(adu, 2, read_noise=3.0, gain=2.7, seed=0)
+    assert out.header["GAIN"] == 2.7 and out.header["CCDGAIN"] == 2.0
+    out = simulate_short_exposure(adu, 2, read_noise=3.0, seed=0)
+    assert "GAIN" not in out.header and out.header["SIMGAIN"] == 2.0
+    # electrons need no gain
+    assert "GAIN" not in simulate_short_exposure(_flat(5.0, "electron"), 2, read_noise=3.0,
+                                                 seed=0).header
+
+
+@pytest.mark.parametrize("gain", [-2 * u.electron / u.adu, 0 * u.electron / u.adu, -2.0])
+def test_gain_not_positive(gain):
+    adu = CCDData(np.full((10, 10), 100.0), unit="adu")
+    with pytest.raises(ValueError, match="gain must be a finite positive number"):
+        simulate_short_exposure(adu, 2, read_noise=3.0, gain=gain, seed=0)
+    mine = DetectorPreset("lab", read_noise=6.0, dark_current=0.0, gain=-3.0)
+    with pytest.raises(ValueError, match="preset lab gain must be a finite positive"):
+        simulate_short_exposure(adu, 2, detector=mine, seed=0)
+
+
+@pytest.mark.parametrize("seed, exc, match", [
+    ("abc", TypeError, "seed must be None, a non-negative integer or a numpy.random"),
+    (1.5, TypeError, "seed must be None"),
+    (True, TypeError, "seed must be None"),
+    (-1, ValueError, "seed must be a non-negative integer, got -1"),
+])
+def test_bad_seed(seed, exc, match):
+    # issue 11: raw numpy errors ("SeedSequence expects int or sequence of ints")
+    with pytest.raises(exc, match=match):
+        simulate_short_exposure(_flat(5.0, "electron"), 2, read_noise=3.0, seed=seed)
+
+
+def test_seed_types_accepted():
+    ccd = _flat(5.0, "electron")
+    a = simulate_short_exposure(ccd, 2, read_noise=3.0, seed=np.int64(7))
+    b = simulate_short_exposure(ccd, 2, read_noise=3.0, seed=np.random.SeedSequence(7))
+    c = simulate_short_exposure(ccd, 2, read_noise=3.0, seed=np.random.PCG64(7))
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.data, c.data)
 
 
 def test_read_noise_from_rdnoise_header():
     ccd = CCDData(np.full((10, 10), 10.0), unit="electron", meta={"RDNOISE": 7.5})
     out = simulate_short_exposure(ccd, 2, seed=0)
-    assert out.meta["SIMRDNS"][0] == 7.5
-    assert out.meta["SIMDARK"][0] == 0.0
+    assert out.meta["SIMRDNS"] == 7.5
+    assert out.meta["SIMDARK"] == 0.0
 
 
 # --------------------------------------------------------------------------

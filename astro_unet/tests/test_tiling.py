@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of astro_unet.tiling (pure numpy: no torch needed)."""
 
+import io
 import sys
 
 import numpy as np
@@ -210,3 +211,44 @@ def test_pad_for_plan_reflects():
     np.testing.assert_array_equal(padded[top - 1, left:left + 5], image[1])
     with pytest.raises(ValueError, match="differs"):
         pad_for_plan(np.zeros((4, 5)), plan)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_without_tqdm(monkeypatch):
+    # issue 11: --progress printed a line per tile; on a terminal one line is redrawn
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    process_tiles(np.zeros((64, 64)), identity, tile_size=16, overlap=4, progress=True)
+    text = terminal.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")  # a single line, ended at the end
+    frames = text.rstrip("\n").split("\r")[1:]
+    assert len(frames) > 2 and frames[0].startswith("astro_unet tiles: [....")
+    assert frames[-1].startswith("astro_unet tiles: [" + "#" * 30 + "]")
+    assert "100 %" in frames[-1]
+
+
+def test_progress_uses_tqdm_when_installed(monkeypatch):
+    import types
+
+    calls = []
+
+    class FakeTqdm:
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs["total"], kwargs["unit"]))
+
+        def update(self, n):
+            calls.append(("update", n))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
+    process_tiles(np.zeros((64, 64)), identity, tile_size=16, overlap=4, batch_size=2,
+                  progress=True)
+    assert calls[0][0] == "init" and calls[0][2] == "tile" and calls[-1] == ("close",)
+    assert sum(c[1] for c in calls if c[0] == "update") == calls[0][1]

@@ -46,6 +46,20 @@ class TestValidateCCD:
         with pytest.raises(ValueError, match="no finite, unmasked pixel"):
             v.validate_ccd(masked)
 
+    @pytest.mark.parametrize("part", ["mask", "uncertainty"])
+    def test_companion_of_wrong_shape(self, part):
+        # issue 11: NDData does not check these shapes; a numpy broadcast error followed
+        value = np.zeros((3, 3), dtype=bool) if part == "mask" else \
+            StdDevUncertainty(np.ones((3, 3)))
+        nd = NDData(np.ones((8, 9)), unit="electron", **{part: value})
+        with pytest.raises(ValueError, match=rf"ccd.{part} has shape \(3, 3\) but the "
+                                             r"data have shape \(8, 9\)"):
+            v.validate_ccd(nd)
+
+    def test_scalar_mask_accepted(self):
+        nd = NDData(np.ones((4, 4)), unit="electron", mask=np.False_)
+        assert v.validate_ccd(nd).shape == (4, 4)
+
     def test_bad_pixel_mask(self):
         ccd = CCDData(np.array([[1.0, np.nan], [np.inf, 2.0]]), unit="electron",
                       mask=np.array([[True, False], [False, False]]))
@@ -89,6 +103,20 @@ class TestElectronScale:
         assert scale == 2.0
         scale, _ = v.electron_scale(make_ccd("adu/s", {"EXPTIME": 10, "GAIN": 1.5}))
         assert scale == pytest.approx(15.0)
+
+    @pytest.mark.parametrize("bad", [-2 * u.electron / u.adu, 0 * u.electron / u.adu,
+                                     -2, 0, np.inf * u.electron / u.adu])
+    def test_gain_not_positive(self, bad):
+        # issue 11: a negative Quantity gain was accepted (uncertainty 0, most
+        # pixels flagged as cosmic rays), a zero one ended in ZeroDivisionError
+        with pytest.raises(ValueError, match="gain must be a finite positive number"):
+            v.get_gain(make_ccd("adu"), bad)
+        with pytest.raises(ValueError, match="gain must be a finite positive number"):
+            v.electron_scale(make_ccd("adu"), gain=bad)
+
+    def test_gain_wrong_unit(self):
+        with pytest.raises(u.UnitsError, match="gain must be convertible to electron / adu"):
+            v.get_gain(make_ccd("adu"), 2 * u.s)
 
     def test_adu_without_gain(self):
         with pytest.raises(ValueError, match="gain"):
@@ -147,6 +175,13 @@ class TestLogging:
         log_step(ccd.meta, "f()", {"SIMSEED": (3, "seed")})
         ccd.write(tmp_path / "x.fits")
         assert fits.getheader(tmp_path / "x.fits")["SIMSEED"] == 3
+
+    def test_dict_meta_values_stay_plain(self):
+        # issue 11: float(out.meta["EXPTIME"]) failed on a (value, comment) tuple
+        meta = {}
+        log_step(meta, "f()", {"EXPTIME": (20.0, "[s] exposure"), "DNMODEL": ("x", "model")})
+        assert meta == {"EXPTIME": 20.0, "DNMODEL": "x"}
+        assert float(meta["EXPTIME"]) == 20.0
 
     def test_bad_keyword(self):
         with pytest.raises(ValueError, match="FITS-safe"):

@@ -435,3 +435,64 @@ def test_bundled_default_denoises_offline():
     assert np.isfinite(out.data).all()
     # flux is kept: the summed image changes by well under a per cent
     assert abs(out.data.sum() / short.data.sum() - 1) < 0.01
+
+
+def test_bundled_model_used_in_place_when_the_cache_is_read_only(model_bytes, tmp_path,
+                                                                 monkeypatch, caplog):
+    # issue 11: a read-only HOME gave "Read-only file system" with no hint
+    import errno
+
+    content, digest = model_bytes
+    shipped = tmp_path / "pkgdata"
+    shipped.mkdir()
+    (shipped / "tiny.pt").write_bytes(content)
+    monkeypatch.setattr(weights, "_bundled_path", lambda info: shipped / info.filename)
+    monkeypatch.setattr(weights, "_told_read_only", set())
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "/home/user/.cache")
+
+    monkeypatch.setattr(astropy_data, "import_file_to_cache", read_only)
+    monkeypatch.setattr(astropy_data, "is_url_in_cache", read_only)
+    register_model(make_info(sha256=digest, bundled=True))
+    with caplog.at_level("INFO", logger="astro_unet"):
+        assert get_model_path("tiny", allow_internet=False) == str(shipped / "tiny.pt")
+        model, meta = load_model("tiny", allow_internet=False)
+    assert meta["path"] == str(shipped / "tiny.pt") and meta["sha256"] == digest
+    assert "not writable (Read-only file system: /home/user/.cache)" in caplog.text
+    assert "XDG_CACHE_HOME" in caplog.text
+    assert not model_row("tiny")["cached"]
+    # the bundled file is still checked
+    (shipped / "tiny.pt").write_bytes(b"broken")
+    with pytest.raises(ModelChecksumError, match="reinstall astro_unet"):
+        get_model_path("tiny", allow_internet=False)
+
+
+def test_read_only_home_end_to_end(tmp_path):
+    """The shipped default model loads with HOME on a read-only file system (Linux)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare")
+    home = tmp_path / "home"
+    home.mkdir()
+    here = os.path.dirname(os.path.dirname(weights.__file__))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env.update(HOME=str(home), PYTHONPATH=here, MPLCONFIGDIR=str(tmp_path / "mpl"))
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            f"mount --bind {home} {home} && mount -o remount,bind,ro {home}"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user namespaces (unshare -rm) are not available")
+    code = "from astro_unet import get_model_path; print(get_model_path())"
+    run = subprocess.run(["unshare", "-rm", "sh", "-c",
+                          f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
+                          f"{sys.executable} -c \"{code}\""],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    path = run.stdout.strip().splitlines()[-1]
+    assert os.path.dirname(path) == os.path.join(here, "astro_unet", "data", "models")
+    assert "using the bundled model file" in run.stdout + run.stderr

@@ -43,7 +43,8 @@ print(sorted(os.listdir(raw_dir)))
 # `~distributed.LocalCluster` of ``N`` worker processes (default: one per
 # four cores) and closes it at the end.  Dask starts those processes by
 # re-importing the main script, so a script of your own that does this
-# needs the usual guard::
+# needs the usual guard (without it, `~astro_unet.denoise_files` stops at
+# once with a `RuntimeError` that says so)::
 #
 #     if __name__ == "__main__":
 #         denoise_files("raw/*.fits", "denoised", ratio=4, workers=2)
