@@ -916,6 +916,8 @@ _FLAGS = {
     "overlap": ("--overlap", "N"), "batch_size": ("--batch-size", "N"),
     "device": ("--device", "DEVICE"), "mode": ("--mode", "MODE"),
     "model": ("--model", "NAME_OR_PATH"), "unit": ("--unit", "UNIT"),
+    "estimate": ("--estimate", "ESTIMATE"), "saturation": ("--saturation", "LEVEL"),
+    "extrapolate": ("--extrapolate", None),   # a switch: no value
 }
 _KEYWORD = "|".join(sorted(_FLAGS, key=len, reverse=True))
 # ``gain=...`` / ``device='cuda'`` / ``dark_current=0``: the keyword with a value
@@ -935,6 +937,8 @@ def _flag_words(message):
     """
     def value(match):
         flag, metavar = _FLAGS[match[1]]
+        if metavar is None:
+            return flag
         given = next((g for g in match.groups()[1:] if g is not None), None)
         return f"{flag} {metavar if given is None else given}"
 

@@ -764,6 +764,13 @@ def test_errors_name_flags_not_python_keywords(capsys, tmp_path, model_file):
     code, _, err = run(capsys, "simulate", src, "-o", tmp_path / "o.fits", "--ratio", "2",
                        "--read-noise", "-1")
     assert_one_line_error(code, err, "error: --read-noise must be a finite number >= 0")
+    # the ratio guard of the bundled model (trained on ratios 1.5 to 10)
+    code, _, err = run(capsys, "denoise", plain, "--ratio", "30", "--unit", "electron",
+                       "--device", "cpu", "-o", tmp_path / "far.fits")
+    assert_one_line_error(code, err, "Pass --extrapolate to run it anyway.")
+    assert "--ratio 30 is more than 2 times" in err and "=True" not in err
+    code, _, err = run(capsys, *base, "--unit", "electron", "--saturation", "-1")
+    assert_one_line_error(code, err, "error: --saturation must be a finite number > 0")
 
 
 def test_simulate_adu_writes_gain_for_the_next_step(capsys, tmp_path, model_file):
