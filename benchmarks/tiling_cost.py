@@ -49,7 +49,7 @@ def main(argv=None):
     p.add_argument("--model", default="default", help="model name or file (default: default)")
     p.add_argument("--size", type=int, default=2048, help="image side (default 2048)")
     p.add_argument("--tiles", type=int, nargs="+", default=[None],
-                   help="tile sizes to compare with one pass (default: denoise_ccd's)")
+                   help="tile sizes to compare with one pass; 0 or none: denoise_ccd's default")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
