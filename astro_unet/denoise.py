@@ -737,6 +737,33 @@ def _saturation_level(ccd, saturation):
     return value
 
 
+#: The network's estimate may not move the median pixel by more than this many
+#: background sigmas of the input (a sign of a ratio or input far outside training).
+MAX_MEDIAN_SHIFT = 100.0
+
+
+def _check_output(result, x_out, bad, *, ratio):
+    """
+    Refuse a network output that is not finite or whose median departs from
+    the input's by more than `MAX_MEDIAN_SHIFT` background sigmas and more
+    than the input's median level itself.
+    """
+    good = ~bad
+    d = np.asarray(result, dtype=np.float64)[good]
+    x = np.asarray(x_out, dtype=np.float64)[good]
+    if d.size > 4_000_000:
+        step = d.size // 2_000_000
+        d, x = d[::step], x[::step]
+    shift = np.median(d - x) if d.size else 0.0
+    level = abs(np.median(x)) if d.size else 0.0
+    noise = _background_noise(np.where(bad, np.nan, x_out)) if d.size else 0.0
+    if not np.all(np.isfinite(d)) or abs(shift) > max(MAX_MEDIAN_SHIFT * noise, level):
+        raise RuntimeError(
+            f"the network's output is not usable (median shift {shift:.3g} against a "
+            f"background noise of {noise:.3g} in the output unit, at ratio={ratio:g}): the "
+            "ratio or the image is far outside what the model was trained on.")
+
+
 def _finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated):
     """
     The output the caller asked for, in place (``result`` holds the mean estimate).
@@ -1070,7 +1097,10 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
     astropy.units.UnitsError
         No unit or a unit that cannot be converted to electrons.
     RuntimeError
-        CUDA requested but not available.
+        CUDA requested but not available; the network's output is not finite
+        or its median departs from the input's by more than 100 background
+        sigmas and the median level (a ratio or an image far outside the
+        model's training).
     astro_unet.model.ModelFileError
         The model file is corrupt or not a model file.
 
@@ -1156,6 +1186,7 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         tile_size=tile, overlap=ov, batch_size=batch_size, mode=mode, progress=progress,
         post=post, dtype=out_dtype)
     x_model *= factor / to_model             # the input in the output unit
+    _check_output(result, x_model, bad, ratio=r)
     _finish_output(result, sigma, x_model, ratio=r, estimate=estimate, bad=bad,
                    saturated=saturated)
     del x_model

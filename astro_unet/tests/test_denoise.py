@@ -750,3 +750,19 @@ def test_default_tile_grows_with_the_overlap():
     assert kw(out.meta, "DNTILE") == 512 and kw(out.meta, "DNOVERLP") == 40
     with pytest.raises(ValueError, match="overlap must be a non-negative integer"):
         denoise_ccd(ccd, ratio=2, model=(net, info), device="cpu", overlap=-1)
+
+
+class _RunawayNet(IdentityNet):
+    """Returns a constant far above its input: what a ratio far outside training did."""
+
+    def forward(self, x, cond=None):
+        return super().forward(x, cond) + 30.0
+
+
+def test_runaway_network_output_raises_instead_of_returning_garbage():
+    # issue 11: ratio=1e5 returned a mean of 1.9e7 against 5e6 and pixels down to -3.2e7
+    ccd = make_ccd("electron")
+    snap = snapshot(ccd)
+    with pytest.raises(RuntimeError, match="far outside what the model was trained on"):
+        denoise_ccd(ccd, ratio=2, model=_RunawayNet(base_channels=4, depth=2), device="cpu")
+    assert_unchanged(ccd, snap)
