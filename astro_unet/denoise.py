@@ -742,11 +742,13 @@ def _saturation_level(ccd, saturation):
 MAX_MEDIAN_SHIFT = 100.0
 
 
-def _check_output(result, x_out, bad, *, ratio):
+def _check_output(result, x_out, bad, *, ratio, unit_scale):
     """
     Refuse a network output that is not finite or whose median departs from
-    the input's by more than `MAX_MEDIAN_SHIFT` background sigmas and more
-    than the input's median level itself.
+    the input's by more than `MAX_MEDIAN_SHIFT` times the larger of the
+    background sigma and the network's own unit (``unit_scale``, the
+    normalization scale in the output unit), and more than the input's median
+    level itself.
     """
     good = ~bad
     d = np.asarray(result, dtype=np.float64)[good]
@@ -757,7 +759,8 @@ def _check_output(result, x_out, bad, *, ratio):
     shift = np.median(d - x) if d.size else 0.0
     level = abs(np.median(x)) if d.size else 0.0
     noise = _background_noise(np.where(bad, np.nan, x_out)) if d.size else 0.0
-    if not np.all(np.isfinite(d)) or abs(shift) > max(MAX_MEDIAN_SHIFT * noise, level):
+    limit = max(MAX_MEDIAN_SHIFT * max(noise, unit_scale), level)
+    if not np.all(np.isfinite(d)) or abs(shift) > limit:
         raise RuntimeError(
             f"the network's output is not usable (median shift {shift:.3g} against a "
             f"background noise of {noise:.3g} in the output unit, at ratio={ratio:g}): the "
@@ -1186,7 +1189,8 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         tile_size=tile, overlap=ov, batch_size=batch_size, mode=mode, progress=progress,
         post=post, dtype=out_dtype)
     x_model *= factor / to_model             # the input in the output unit
-    _check_output(result, x_model, bad, ratio=r)
+    _check_output(result, x_model, bad, ratio=r,
+                  unit_scale=float(norm.get("scale") or 1.0) * factor / to_model)
     _finish_output(result, sigma, x_model, ratio=r, estimate=estimate, bad=bad,
                    saturated=saturated)
     del x_model
