@@ -181,3 +181,17 @@ def unguarded_main_call():
             if node.body[0].lineno <= line <= node.body[-1].end_lineno:
                 return None
     return path, line
+
+
+def error_message(err):
+    """The message of exception ``err`` on one line (its type name when it has none)."""
+    if isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err)
+    text = " ".join(text.split())
+    if not text:
+        text = type(err).__name__
+    return text

@@ -62,8 +62,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
 
-from . import _validation
-from ._utils import atomic_output, remove_stale_temporaries, unguarded_main_call
+from . import _validation, fitsio
+from ._utils import atomic_output, error_message, remove_stale_temporaries, unguarded_main_call
 
 __all__ = ["denoise_files", "denoise_large", "LargeResult"]
 
@@ -236,16 +236,35 @@ def _expand_inputs(inputs, suffix):
 
 
 def _output_path(path, output_dir, suffix):
-    from .cli import _default_output
-
     directory = os.path.dirname(path) if output_dir is None else os.fspath(output_dir)
-    return _default_output(os.path.join(directory, os.path.basename(path)), suffix)
+    return fitsio.default_output(os.path.join(directory, os.path.basename(path)), suffix)
+
+
+def denoise_file(path, output, *, ratio, model="default", hdu=None, unit=None,
+                 overwrite=False, **denoise_kwargs):
+    """
+    Denoise one FITS file into ``output``, which keeps the HDU structure of ``path``.
+
+    The image HDU ``hdu`` is read with `astro_unet.fitsio.read_ccd` (``unit``
+    for a file without ``BUNIT``), denoised with `~astro_unet.denoise_ccd`
+    (``ratio``, ``model`` and ``denoise_kwargs``) and written with
+    `astro_unet.fitsio.write_like`.  Returns ``output``.
+    """
+    from .denoise import denoise_ccd
+
+    ccd, index = fitsio.read_ccd(path, hdu, unit)
+    result = denoise_ccd(ccd, ratio=ratio, model=model, **denoise_kwargs)
+    fitsio.write_like(path, index, ccd, result, output, overwrite=overwrite,
+                      unit_given=unit is not None)
+    return output
+
+
+#: Errors reported in the result table of `denoise_files` without their type.
+_FILE_ERRORS = (fitsio.FITSFileError, FileNotFoundError, FileExistsError)
 
 
 def _denoise_file(path, output, hdu, *, model, ratio, unit, overwrite, kwargs):
     """Task: denoise one file; never raises, returns a result row."""
-    from .cli import CommandError, _read_ccd, _write_like, _error_message
-
     start = time.perf_counter()
     row = {"input": path, "output": output, "worker": _worker_name()}
     try:
@@ -253,19 +272,15 @@ def _denoise_file(path, output, hdu, *, model, ratio, unit, overwrite, kwargs):
             remove_stale_temporaries(output)  # of an earlier, killed --overwrite run
             row["status"] = "skipped"
         else:
-            from .denoise import denoise_ccd
-
             dev, _, _ = _prepared_model(
                 model, kwargs.get("device"),
                 measure_overlap=kwargs.get("overlap") is None and kwargs.get("mode") != "paper")
-            ccd, index = _read_ccd(path, hdu, unit)
-            result = denoise_ccd(ccd, ratio=ratio, model=model, **dict(kwargs, device=dev))
-            _write_like(path, index, ccd, result, output, overwrite=overwrite,
-                        unit_given=unit is not None)
+            denoise_file(path, output, ratio=ratio, model=model, hdu=hdu, unit=unit,
+                         overwrite=overwrite, **dict(kwargs, device=dev))
             row["status"] = "ok"
     except Exception as err:  # one bad file must not stop the others
-        message = _error_message(err)
-        if not isinstance(err, (CommandError, FileNotFoundError)):
+        message = error_message(err)
+        if not isinstance(err, _FILE_ERRORS):
             message = f"{type(err).__name__}: {message}"
         row["status"] = f"error: {message}"
     row["seconds"] = time.perf_counter() - start
@@ -941,24 +956,16 @@ def _input_array(source, hdu, header):
     import dask.array as da
 
     if isinstance(source, (str, os.PathLike)):
-        from .cli import _STRUCTURAL, CommandError, _check_fits_file, _resolve_hdu
-
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file.")
-        try:
-            _check_fits_file(path)
-        except CommandError as err:
-            raise ValueError(str(err)) from None
+        fitsio.check_fits_file(path)
         with fits.open(path) as hdul:
-            try:
-                index = _resolve_hdu(hdul, hdu, path)
-            except CommandError as err:
-                raise ValueError(str(err)) from None
+            index = fitsio.resolve_hdu(hdul, hdu, path)
             file_header = hdul[index].header.copy()
             if index != 0:
                 for card in hdul[0].header.cards:
-                    if card.keyword not in _STRUCTURAL and card.keyword not in file_header:
+                    if card.keyword not in fitsio.STRUCTURAL and card.keyword not in file_header:
                         file_header.append(card, end=True)
         if header is not None:
             file_header.update(header)
@@ -982,13 +989,11 @@ def _input_array(source, hdu, header):
 
 def _clean_header(header):
     """``header`` without the structural keywords of its HDU."""
-    from .cli import _STALE_KEYWORDS, _STRUCTURAL
-
     out = fits.Header()
     for card in header.cards:
         key = card.keyword
-        if (key in _STRUCTURAL and key not in ("COMMENT", "HISTORY", "")) \
-                or key in _STALE_KEYWORDS or (key.startswith("NAXIS") and key[5:].isdigit()):
+        if (key in fitsio.STRUCTURAL and key not in ("COMMENT", "HISTORY", "")) \
+                or key in fitsio.STALE_KEYWORDS or (key.startswith("NAXIS") and key[5:].isdigit()):
             continue
         out.append(card, end=True)
     return out

@@ -132,7 +132,7 @@ def model_spec(args, workdir):
 
 def loop_baseline(files, outdir, model):
     """Read, denoise_ccd, write each file in this process (as the CLI does)."""
-    from astro_unet.cli import _read_ccd, _write_like
+    from astro_unet.fitsio import read_ccd, write_like
     from astro_unet.denoise import denoise_ccd
 
     os.makedirs(outdir, exist_ok=True)
@@ -140,12 +140,12 @@ def loop_baseline(files, outdir, model):
     start = time.perf_counter()
     for path in files:
         t0 = time.perf_counter()
-        ccd, index = _read_ccd(path)
+        ccd, index = read_ccd(path)
         t1 = time.perf_counter()
         result = denoise_ccd(ccd, ratio=2, model=model, device="cpu")
         denoise_times.append(time.perf_counter() - t1)
         out = os.path.join(outdir, os.path.basename(path).replace(".fits", "_denoised.fits"))
-        _write_like(path, index, ccd, result, out, overwrite=True, unit_given=False)
+        write_like(path, index, ccd, result, out, overwrite=True, unit_given=False)
         times.append(time.perf_counter() - t0)
     return {"wall": time.perf_counter() - start, "per_file": times,
             "denoise_only": denoise_times}

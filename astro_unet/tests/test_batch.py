@@ -178,7 +178,10 @@ def test_bad_files_are_reported_and_do_not_stop_the_others(tmp_path, model_file,
     assert status["good.fits"] == "ok"
     assert status["corrupt.fits"].startswith("error: ")
     assert "does not appear to be a valid FITS file" in status["corrupt.fits"]
-    assert "has no BUNIT keyword" in status["nounit.fits"]
+    # library words, not the command's flags (issue 12), and no exception type
+    assert status["nounit.fits"].startswith(f"error: {nounit} (HDU 1 (SCI)) has no BUNIT "
+                                            "keyword: pass the image unit with unit=...")
+    assert "--" not in status["nounit.fits"]
     assert status["missing.fits"] == f"error: {missing}: no such file."
     assert table.meta["n_ok"] == 1 and table.meta["n_error"] == 3
     assert names(out) == ["good_denoised.fits"]  # no partial or temporary file
