@@ -240,7 +240,7 @@ def _run_denoise(args):
     if os.path.abspath(output) == os.path.abspath(source) and not args.overwrite:
         raise CommandError(f"{output} is the input: give another --suffix or -o.")
     check_output(output, args.overwrite)
-    from .batch import denoise_file
+    from .files import denoise_file
 
     kwargs = _denoise_kwargs(args)
     if args.progress:
@@ -258,7 +258,7 @@ def _run_denoise_files(args):
     if args.progress:
         raise CommandError("--progress shows the tiles of one image: it is not available "
                            "with several inputs.")
-    from .batch import denoise_files
+    from .files import denoise_files
 
     table = denoise_files(args.inputs, args.output_dir, ratio=args.ratio, model=args.model,
                           client=args.scheduler, workers=args.workers,

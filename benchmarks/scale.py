@@ -88,7 +88,7 @@ def write_mosaic(path, n, strip=512):
     import numpy as np
     from astropy.io import fits
 
-    from astro_unet.batch import _create_fits, _image_header
+    from astro_unet.large import _create_fits, _image_header
 
     header = _image_header(-32, (n, n), primary=True,
                            cards=fits.Header({"BUNIT": "electron/s", "EXPTIME": EXPTIME,
@@ -153,7 +153,7 @@ def loop_baseline(files, outdir, model):
 
 def files_run(files, outdir, model, workers, threads=None):
     """denoise_files on its own local cluster (``threads``: torch threads per worker)."""
-    from astro_unet.batch import _local_cluster, denoise_files
+    from astro_unet.files import _local_cluster, denoise_files
 
     t0 = time.perf_counter()
     if threads is None:
@@ -179,7 +179,7 @@ def files_run(files, outdir, model, workers, threads=None):
 
 def mosaic_child(spec):
     """In the child process: denoise_large, print a JSON line."""
-    from astro_unet.batch import denoise_large
+    from astro_unet.large import denoise_large
 
     if spec.get("identity"):
         # the pipeline's own memory and time, without the network
@@ -213,7 +213,7 @@ def tiles_computed(n, tile, overlap, multiple, chunk):
     """(tiles computed by the blocks of denoise_large, tiles of the whole-image plan)."""
     import numpy as np
 
-    from astro_unet.batch import _axis_chunks
+    from astro_unet.large import _axis_chunks
     from astro_unet.tiling import plan_tiles
 
     plan = plan_tiles((n, n), tile_size=tile, overlap=overlap, size_multiple=multiple)

@@ -627,16 +627,16 @@ def test_denoise_several_files_on_a_scheduler(capsys, tmp_path, model_file, dask
 
 
 def test_denoise_directory_with_workers(capsys, tmp_path, model_file, monkeypatch):
-    from astro_unet import batch
+    from astro_unet import files
 
     made = []
-    original = batch._local_cluster
+    original = files._local_cluster
 
     def in_process_cluster(workers, processes=True):
         made.append(workers)
         return original(workers, processes=False)  # quicker to start than processes
 
-    monkeypatch.setattr(batch, "_local_cluster", in_process_cluster)
+    monkeypatch.setattr(files, "_local_cluster", in_process_cluster)
     folder = tmp_path / "frames"
     folder.mkdir()
     for i in range(3):
