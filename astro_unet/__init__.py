@@ -22,4 +22,5 @@ from .denoise import *  # noqa: F401,F403
 from .weights import *  # noqa: F401,F403
 from .sample_data import *  # noqa: F401,F403
 from .visualization import *  # noqa: F401,F403
-from .batch import *  # noqa: F401,F403
+from .files import *  # noqa: F401,F403
+from .large import *  # noqa: F401,F403

@@ -1,6 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-Writing files safely: atomic outputs with the user's permissions.
+Shared helpers with public names: atomic file writes, file hashes, one-line error messages.
 
 Every file the package writes (``astro-unet denoise`` / ``simulate``,
 `~astro_unet.denoise_files`, `~astro_unet.denoise_large`,
@@ -181,3 +181,26 @@ def unguarded_main_call():
             if node.body[0].lineno <= line <= node.body[-1].end_lineno:
                 return None
     return path, line
+
+
+def error_message(err):
+    """The message of exception ``err`` on one line (its type name when it has none)."""
+    if isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err)
+    text = " ".join(text.split())
+    if not text:
+        text = type(err).__name__
+    return text
+
+
+def sha256_file(path):
+    """The sha256 of the file at ``path`` (hex digest), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

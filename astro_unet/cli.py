@@ -52,25 +52,16 @@ import os
 import re
 import sys
 import traceback
-import warnings
 
 import numpy as np
 import astropy.units as u
-from astropy.io import fits
 
-from ._utils import atomic_output
+from ._utils import error_message
+from .fitsio import check_output, default_output, read_ccd, write_like
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 PROG = "astro-unet"
-
-#: Header keywords of the processed HDU that no longer apply to new float data.
-_STALE_KEYWORDS = ("BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM")
-#: Primary-header keywords never merged into an extension's metadata.
-_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "NEXTEND", "GROUPS", "PCOUNT",
-               "GCOUNT", "XTENSION", "EXTNAME", "EXTVER", "BSCALE", "BZERO", "BLANK",
-               "CHECKSUM", "DATASUM", "COMMENT", "HISTORY", ""}
-
 
 class CommandError(Exception):
     """A problem with the command's inputs, reported as one line."""
@@ -132,248 +123,6 @@ def _sky_arg(text):
     if text.strip().lower() == "header":
         return "header"
     return _number_or_quantity(text)
-
-
-# --------------------------------------------------------------------------
-# FITS in and out
-
-
-def _describe_hdu(hdul, index):
-    name = hdul[index].name
-    return f"HDU {index}" + (f" ({name})" if name and name != "PRIMARY" else "")
-
-
-def _is_image(hdu):
-    return getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) >= 1 and not \
-        isinstance(hdu, (fits.GroupsHDU,))
-
-
-def _resolve_hdu(hdul, hdu, path):
-    """Index of the image HDU to process: ``hdu`` or the first HDU with image data."""
-    if hdu is None:
-        for index, item in enumerate(hdul):
-            if _is_image(item):
-                return index
-        raise CommandError(f"{path} has no image HDU.")
-    names = ", ".join(
-        f"{i}:{h.name}" + (f",{h.ver}" if h.ver != 1 else "") for i, h in enumerate(hdul)
-    )
-    if isinstance(hdu, int):
-        if not 0 <= hdu < len(hdul):
-            raise CommandError(f"{path} has no HDU {hdu}; its HDUs are {names}.")
-        index = hdu
-    else:
-        try:
-            index = hdul.index_of(hdu)
-        except (KeyError, IndexError):
-            shown = ",".join(str(p) for p in hdu) if isinstance(hdu, tuple) else hdu
-            raise CommandError(f"{path} has no HDU {shown}; its HDUs are {names}.") from None
-    if not _is_image(hdul[index]):
-        raise CommandError(
-            f"{_describe_hdu(hdul, index)} of {path} is not an image with data; "
-            f"its HDUs are {names}."
-        )
-    return index
-
-
-def _check_fits_file(path):
-    """
-    `CommandError` naming ``path`` when it is not a complete FITS file.
-
-    Every header is read (``lazy_load_hdus=False``), which is where astropy
-    notices a file shorter than its headers announce; left alone, that only
-    surfaces later as "buffer is too small for requested array".
-    """
-    from astropy.utils.exceptions import AstropyUserWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AstropyUserWarning)
-        try:
-            with fits.open(path, lazy_load_hdus=False):
-                pass
-        except (OSError, EOFError, TypeError, ValueError) as err:
-            raise CommandError(f"{path} cannot be read as FITS (empty, truncated or "
-                               f"corrupt file): {_error_message(err)}") from None
-    for item in caught:
-        text = " ".join(str(item.message).split())
-        if "truncated" in text or "corrupt" in text:
-            what = "is truncated" if "truncated" in text else "is truncated or corrupt"
-            raise CommandError(f"{path} {what} ({text}): it was not completely written or "
-                               "copied; write or copy it again.")
-        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-
-
-def _read_ccd(path, hdu=None, unit=None):
-    """Read one image HDU as CCDData: ``(ccd, index)``."""
-    from astropy.nddata import CCDData
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CommandError(f"{path}: no such file.")
-    _check_fits_file(path)
-    with fits.open(path) as hdul:
-        index = _resolve_hdu(hdul, hdu, path)
-        header = hdul[index].header
-        primary = hdul[0].header
-        if unit is None and "BUNIT" not in header and "BUNIT" not in primary:
-            raise CommandError(
-                f"{path} ({_describe_hdu(hdul, index)}) has no BUNIT keyword: pass the "
-                "image unit with --unit, e.g. --unit electron/s, or --unit adu with --gain."
-            )
-        if unit is None and "BUNIT" not in header:
-            unit = primary["BUNIT"]
-        primary = primary.copy() if index != 0 else None
-    ccd = CCDData.read(path, hdu=index, unit=unit)
-    if primary is not None:
-        for card in primary.cards:
-            if card.keyword not in _STRUCTURAL and card.keyword not in ccd.meta:
-                ccd.meta[card.keyword] = (card.value, card.comment)
-    return ccd, index
-
-
-def _check_output(path, overwrite):
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise CommandError(f"{path} exists: pass --overwrite to replace it.")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CommandError(f"cannot write {path}: directory {directory} does not exist.")
-
-
-def _default_output(path, suffix):
-    head, tail = os.path.split(os.fspath(path))
-    lower = tail.lower()
-    for ext in (".fits", ".fit", ".fts"):
-        for comp in ("", ".gz", ".bz2", ".fz"):
-            if lower.endswith(ext + comp):
-                stem = tail[: len(tail) - len(ext + comp)]
-                return os.path.join(head, f"{stem}{suffix}{tail[len(stem):]}")
-    return os.path.join(head, f"{tail}{suffix}.fits")
-
-
-def _as_header(meta):
-    from ._validation import header_of
-
-    return header_of(meta)
-
-
-def _apply_meta_changes(header, before, after):
-    """Write into ``header`` the keywords and HISTORY that ``after`` adds to ``before``."""
-    before = _as_header(before)
-    after = _as_header(after)
-    for card in after.cards:
-        key = card.keyword
-        if key in ("HISTORY", "COMMENT", "") or key in _STALE_KEYWORDS:
-            continue
-        if key not in before or before[key] != card.value:
-            header[key] = (card.value, _fitting_comment(key, card.value, card.comment))
-    n_before = len(before["HISTORY"]) if "HISTORY" in before else 0
-    if "HISTORY" in after:
-        for line in list(after["HISTORY"])[n_before:]:
-            header.add_history(str(line))
-
-
-def _fitting_comment(key, value, comment):
-    """``comment`` shortened so that the card fits in 80 characters (no VerifyWarning)."""
-    if not comment:
-        return comment
-    bare = fits.Card(key, value).image.rstrip()
-    if len(bare) > 80:  # a long string continued over several cards
-        return comment
-    room = 80 - len(bare) - 3  # " / "
-    return comment[:room] if room > 0 else ""
-
-
-def _units_equal(text, unit):
-    try:
-        return u.Unit(text) == unit
-    except (ValueError, TypeError):
-        return False
-
-
-def _find_extension(hdul, name):
-    for index, item in enumerate(hdul):
-        if item.name == name:
-            return index
-    return None
-
-
-def _write_like(in_path, index, before, after, out_path, *, overwrite, unit_given):
-    """
-    Write ``after`` to ``out_path`` with the HDU structure of ``in_path``.
-
-    See the module docstring for what is kept and what is replaced.
-    """
-    with fits.open(in_path) as hdul:
-        original = hdul[index]
-        dtype = np.float64 if original.header.get("BITPIX") == -64 else np.float32
-        header = original.header.copy()
-        for key in _STALE_KEYWORDS:
-            header.remove(key, ignore_missing=True, remove_all=True)
-        _apply_meta_changes(header, before.meta, after.meta)
-        if after.unit is not None:
-            unit = u.Unit(after.unit)
-            if unit_given or "BUNIT" not in header or not _units_equal(header["BUNIT"], unit):
-                header["BUNIT"] = unit.to_string()
-        data = np.asarray(after.data, dtype=dtype)
-        if index == 0:
-            new = fits.PrimaryHDU(data=data, header=header)
-        elif isinstance(original, fits.CompImageHDU):
-            new = fits.CompImageHDU(data=data, header=header,
-                                    compression_type=original.compression_type)
-        else:
-            new = fits.ImageHDU(data=data, header=header)
-
-        unc_index = _find_extension(hdul, "UNCERT")
-        mask_index = _find_extension(hdul, "MASK")
-        out = []
-        for i, item in enumerate(hdul):
-            if i == index:
-                out.append(new)
-            elif i == unc_index:
-                if after.uncertainty is not None:
-                    out.append(_uncertainty_hdu(after, before, item))
-            elif i == mask_index:
-                if after.mask is not None:
-                    out.append(_mask_hdu(after, before, item))
-            else:
-                out.append(item)
-        if unc_index is None and after.uncertainty is not None:
-            out.append(_uncertainty_hdu(after, before, None))
-        if mask_index is None and after.mask is not None and np.any(after.mask):
-            out.append(_mask_hdu(after, before, None))
-
-        out_path = os.fspath(out_path)
-        # the temporary file ends like the output, so that .gz/.bz2 outputs are
-        # compressed; it gets the user's permissions (umask) when renamed
-        with atomic_output(out_path) as tmp:
-            fits.HDUList(out).writeto(tmp, overwrite=True, output_verify="fix")
-            if os.path.exists(out_path) and not overwrite:
-                raise CommandError(f"{out_path} exists: pass --overwrite to replace it.")
-
-
-def _uncertainty_hdu(after, before, existing):
-    unc = after.uncertainty
-    old = before.uncertainty
-    if (existing is not None and old is not None and type(old) is type(unc)
-            and np.array_equal(np.asarray(old.array), np.asarray(unc.array), equal_nan=True)):
-        return existing
-    header = existing.header.copy() if existing is not None else fits.Header()
-    for key in _STALE_KEYWORDS:
-        header.remove(key, ignore_missing=True, remove_all=True)
-    header["UTYPE"] = type(unc).__name__
-    return fits.ImageHDU(np.asarray(unc.array, dtype=np.float32), header=header, name="UNCERT")
-
-
-def _mask_hdu(after, before, existing):
-    mask = np.asarray(after.mask, dtype=bool)
-    if (existing is not None and before.mask is not None
-            and np.array_equal(np.asarray(before.mask, dtype=bool), mask)):
-        return existing
-    header = existing.header.copy() if existing is not None else fits.Header()
-    for key in _STALE_KEYWORDS:
-        header.remove(key, ignore_missing=True, remove_all=True)
-    return fits.ImageHDU(mask.astype(np.uint8), header=header, name="MASK")
 
 
 # --------------------------------------------------------------------------
@@ -487,19 +236,17 @@ def _run_denoise(args):
         output = args.output
     else:
         folder = args.output_dir if args.output_dir is not None else os.path.dirname(source)
-        output = _default_output(os.path.join(folder, os.path.basename(source)), args.suffix)
+        output = default_output(os.path.join(folder, os.path.basename(source)), args.suffix)
     if os.path.abspath(output) == os.path.abspath(source) and not args.overwrite:
         raise CommandError(f"{output} is the input: give another --suffix or -o.")
-    _check_output(output, args.overwrite)
-    ccd, index = _read_ccd(source, args.hdu, args.unit)
-    from .denoise import denoise_ccd
+    check_output(output, args.overwrite)
+    from .files import denoise_file
 
-    kwargs = dict(ratio=args.ratio, model=args.model, **_denoise_kwargs(args))
+    kwargs = _denoise_kwargs(args)
     if args.progress:
         kwargs["progress"] = True
-    result = denoise_ccd(ccd, **kwargs)
-    _write_like(source, index, ccd, result, output, overwrite=args.overwrite,
-                unit_given=args.unit is not None)
+    denoise_file(source, output, ratio=args.ratio, model=args.model, hdu=args.hdu,
+                 unit=args.unit, overwrite=args.overwrite, **kwargs)
     print(f"Wrote {output}")
     return 0
 
@@ -511,7 +258,7 @@ def _run_denoise_files(args):
     if args.progress:
         raise CommandError("--progress shows the tiles of one image: it is not available "
                            "with several inputs.")
-    from .batch import denoise_files
+    from .files import denoise_files
 
     table = denoise_files(args.inputs, args.output_dir, ratio=args.ratio, model=args.model,
                           client=args.scheduler, workers=args.workers,
@@ -561,15 +308,15 @@ def add_simulate_command(subparsers):
 
 
 def _run_simulate(args):
-    _check_output(args.output, args.overwrite)
-    ccd, index = _read_ccd(args.input, args.hdu, args.unit)
+    check_output(args.output, args.overwrite)
+    ccd, index = read_ccd(args.input, args.hdu, args.unit)
     from .simulate import simulate_short_exposure
 
     result = simulate_short_exposure(
         ccd, args.ratio, exposure_time=args.exptime, read_noise=args.read_noise,
         dark_current=args.dark_current, sky=args.sky, gain=args.gain,
         detector=args.detector, seed=args.seed)
-    _write_like(args.input, index, ccd, result, args.output, overwrite=args.overwrite,
+    write_like(args.input, index, ccd, result, args.output, overwrite=args.overwrite,
                 unit_given=args.unit is not None)
     print(f"Wrote {args.output}")
     return 0
@@ -652,12 +399,12 @@ def _run_compare(args):
     from .photometry import photometric_comparison
 
     if args.table is not None:
-        _check_output(args.table, args.overwrite)
-    reference, _ = _read_ccd(args.reference, args.hdu, args.unit)
-    test, _ = _read_ccd(args.test, args.hdu, args.unit)
+        check_output(args.table, args.overwrite)
+    reference, _ = read_ccd(args.reference, args.hdu, args.unit)
+    test, _ = read_ccd(args.test, args.hdu, args.unit)
     inp = None
     if args.input is not None:
-        inp, _ = _read_ccd(args.input, args.hdu, args.unit)
+        inp, _ = read_ccd(args.input, args.hdu, args.unit)
     kwargs = {}
     if args.exptime is not None:
         kwargs["exposure_time"] = args.exptime
@@ -769,7 +516,7 @@ def _run_demo(args):
     paths = {k: os.path.join(args.output_dir, v) for k, v in names.items()}
     os.makedirs(args.output_dir, exist_ok=True)
     for path in paths.values():
-        _check_output(path, args.overwrite)
+        check_output(path, args.overwrite)
     print(f"Sample: HST WFC3/UVIS F555W, {long.shape[1]}x{long.shape[0]} px, "
           f"EXPTIME {long.meta['EXPTIME']:g} s (the 'long' exposure)")
     print(f"Simulated an exposure {args.ratio:g} times shorter "
@@ -893,19 +640,6 @@ def build_parser():
     return parser
 
 
-def _error_message(err):
-    if isinstance(err, KeyError) and err.args:
-        text = str(err.args[0])
-    elif isinstance(err, OSError) and err.strerror and err.filename:
-        text = f"{err.filename}: {err.strerror}"
-    else:
-        text = str(err)
-    text = " ".join(text.split())
-    if not text:
-        text = type(err).__name__
-    return text
-
-
 #: Keyword arguments of the library -> (flag, metavar) of the command line, so
 #: that an error raised in the library's words names the flag to change.
 _FLAGS = {
@@ -918,6 +652,7 @@ _FLAGS = {
     "model": ("--model", "NAME_OR_PATH"), "unit": ("--unit", "UNIT"),
     "estimate": ("--estimate", "ESTIMATE"), "saturation": ("--saturation", "LEVEL"),
     "extrapolate": ("--extrapolate", None),   # a switch: no value
+    "overwrite": ("--overwrite", None),
 }
 _KEYWORD = "|".join(sorted(_FLAGS, key=len, reverse=True))
 # ``gain=...`` / ``device='cuda'`` / ``dark_current=0``: the keyword with a value
@@ -986,7 +721,7 @@ def main(argv=None):
     except Exception as err:
         if args.debug:
             traceback.print_exc()
-        message = _flag_words(_error_message(err))
+        message = _flag_words(error_message(err))
         if not isinstance(err, _USER_ERRORS):
             message = f"{type(err).__name__}: {message}"
             if not args.debug:

@@ -35,14 +35,13 @@ This module imports `torch`; the rest of the package imports it lazily.
 """
 
 import dataclasses
-import hashlib
 import math
 import os
 
 import torch
 from torch import nn
 
-from ._utils import atomic_output
+from ._utils import atomic_output, sha256_file
 
 __all__ = [
     "UNetConfig",
@@ -447,14 +446,6 @@ def effective_receptive_field(model, *, fraction=0.99, n_samples=4, cond=None, s
     return int(torch.searchsorted(cum, torch.tensor([fraction - 1e-12], dtype=cum.dtype))[0])
 
 
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_model(model, path, *, normalization, metadata=None, half=True):
     """
     Write ``model`` to a model file (atomically) and return its sha256.
@@ -518,7 +509,7 @@ def save_model(model, path, *, normalization, metadata=None, half=True):
     with atomic_output(path) as tmp:  # the user's permissions, no partial file
         with open(tmp, "wb") as f:
             torch.save(payload, f)
-    return _sha256_file(path)
+    return sha256_file(path)
 
 
 def _check_map_location(map_location):
@@ -634,6 +625,6 @@ def load_model_file(path, *, map_location="cpu"):
         "metadata": dict(payload["metadata"]),
         "format_version": version,
         "path": os.path.abspath(path),
-        "sha256": _sha256_file(path),
+        "sha256": sha256_file(path),
     }
     return model, info

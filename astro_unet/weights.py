@@ -20,7 +20,6 @@ Model files themselves (format, architecture) are read by
 `astro_unet.model.load_model_file`.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from astropy.table import Table
 from astropy.utils import data as _data
 
 from ._config import conf
+from ._utils import sha256_file
 
 __all__ = [
     "ModelInfo",
@@ -362,14 +362,6 @@ def _remove_from_cache(key):
         _data.clear_download_cache(key, pkgname=PKGNAME)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _bundled_path(info):
     return resources.files("astro_unet") / "data" / "models" / info.filename
 
@@ -389,7 +381,7 @@ def _bundled_in_place(info, source, err):
             "(astro_unet keeps its cache in $XDG_CACHE_HOME/astro_unet)."
         ) from err
     local = str(source)
-    actual = _sha256(local)
+    actual = sha256_file(local)
     if actual != info.sha256:
         raise ModelChecksumError(
             f"The bundled file {local} of model {info.name!r} has sha256 {actual[:12]}..., "
@@ -411,7 +403,7 @@ def _describe_os_error(err):
 def _check_cached(info, key, source):
     """Verify the cached copy of ``info``; on mismatch remove it and raise."""
     path = _cached_path(key)
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != info.sha256:
         _remove_from_cache(key)
         raise ModelChecksumError(
@@ -438,7 +430,7 @@ def _download(info, key):
             problems.append(f"{url}: {getattr(err, 'reason', None) or err}")
             continue
         path = _cached_path(key)
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual == info.sha256:
             return path
         # a bad server or mirror: drop the file and try the next source
@@ -613,7 +605,7 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
             if isinstance(target, str) and not _looks_like_path(target):
                 _lookup(target)  # raises the "unknown model" error
             raise FileNotFoundError(f"Model file {path} does not exist.")
-        sha = _sha256(path)
+        sha = sha256_file(path)
         basename = os.path.basename(path)
         for entry in REGISTRY.values():
             if entry.filename == basename:
@@ -687,7 +679,7 @@ def verify_model(name):
         with resources.as_file(_bundled_path(info)) as local:
             if not os.path.isfile(local):
                 return False
-            return _sha256(local) == info.sha256
+            return sha256_file(local) == info.sha256
     raise ModelUnavailableError(
         f"Model {info.name!r} is not in the cache: nothing to verify. Download it with "
         f"'astro-unet models --download {info.name}'."

@@ -88,7 +88,7 @@ def write_mosaic(path, n, strip=512):
     import numpy as np
     from astropy.io import fits
 
-    from astro_unet.batch import _create_fits, _image_header
+    from astro_unet.large import _create_fits, _image_header
 
     header = _image_header(-32, (n, n), primary=True,
                            cards=fits.Header({"BUNIT": "electron/s", "EXPTIME": EXPTIME,
@@ -132,7 +132,7 @@ def model_spec(args, workdir):
 
 def loop_baseline(files, outdir, model):
     """Read, denoise_ccd, write each file in this process (as the CLI does)."""
-    from astro_unet.cli import _read_ccd, _write_like
+    from astro_unet.fitsio import read_ccd, write_like
     from astro_unet.denoise import denoise_ccd
 
     os.makedirs(outdir, exist_ok=True)
@@ -140,12 +140,12 @@ def loop_baseline(files, outdir, model):
     start = time.perf_counter()
     for path in files:
         t0 = time.perf_counter()
-        ccd, index = _read_ccd(path)
+        ccd, index = read_ccd(path)
         t1 = time.perf_counter()
         result = denoise_ccd(ccd, ratio=2, model=model, device="cpu")
         denoise_times.append(time.perf_counter() - t1)
         out = os.path.join(outdir, os.path.basename(path).replace(".fits", "_denoised.fits"))
-        _write_like(path, index, ccd, result, out, overwrite=True, unit_given=False)
+        write_like(path, index, ccd, result, out, overwrite=True, unit_given=False)
         times.append(time.perf_counter() - t0)
     return {"wall": time.perf_counter() - start, "per_file": times,
             "denoise_only": denoise_times}
@@ -153,7 +153,7 @@ def loop_baseline(files, outdir, model):
 
 def files_run(files, outdir, model, workers, threads=None):
     """denoise_files on its own local cluster (``threads``: torch threads per worker)."""
-    from astro_unet.batch import _local_cluster, denoise_files
+    from astro_unet.files import _local_cluster, denoise_files
 
     t0 = time.perf_counter()
     if threads is None:
@@ -179,7 +179,7 @@ def files_run(files, outdir, model, workers, threads=None):
 
 def mosaic_child(spec):
     """In the child process: denoise_large, print a JSON line."""
-    from astro_unet.batch import denoise_large
+    from astro_unet.large import denoise_large
 
     if spec.get("identity"):
         # the pipeline's own memory and time, without the network
@@ -213,7 +213,7 @@ def tiles_computed(n, tile, overlap, multiple, chunk):
     """(tiles computed by the blocks of denoise_large, tiles of the whole-image plan)."""
     import numpy as np
 
-    from astro_unet.batch import _axis_chunks
+    from astro_unet.large import _axis_chunks
     from astro_unet.tiling import plan_tiles
 
     plan = plan_tiles((n, n), tile_size=tile, overlap=overlap, size_multiple=multiple)

@@ -19,6 +19,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import astro_unet
 from astro_unet import cli, conf
 from astro_unet.cli import build_parser, main
+from astro_unet.fitsio import default_output
 from astro_unet.weights import ModelInfo, register_model
 
 # shared fixtures: an isolated astro_unet download cache, registry restore,
@@ -189,10 +190,10 @@ def test_unexpected_error_and_debug(capsys, tmp_path, monkeypatch):
 
 
 def test_default_output_name():
-    assert cli._default_output("/d/img.fits", "_denoised") == "/d/img_denoised.fits"
-    assert cli._default_output("img.FITS.gz", "_x") == "img_x.FITS.gz"
-    assert cli._default_output("img.fit", "_x") == "img_x.fit"
-    assert cli._default_output("img", "_x") == "img_x.fits"
+    assert default_output("/d/img.fits", "_denoised") == "/d/img_denoised.fits"
+    assert default_output("img.FITS.gz", "_x") == "img_x.FITS.gz"
+    assert default_output("img.fit", "_x") == "img_x.fit"
+    assert default_output("img", "_x") == "img_x.fits"
 
 
 def test_summary_formatting():
@@ -626,16 +627,16 @@ def test_denoise_several_files_on_a_scheduler(capsys, tmp_path, model_file, dask
 
 
 def test_denoise_directory_with_workers(capsys, tmp_path, model_file, monkeypatch):
-    from astro_unet import batch
+    from astro_unet import files
 
     made = []
-    original = batch._local_cluster
+    original = files._local_cluster
 
     def in_process_cluster(workers, processes=True):
         made.append(workers)
         return original(workers, processes=False)  # quicker to start than processes
 
-    monkeypatch.setattr(batch, "_local_cluster", in_process_cluster)
+    monkeypatch.setattr(files, "_local_cluster", in_process_cluster)
     folder = tmp_path / "frames"
     folder.mkdir()
     for i in range(3):

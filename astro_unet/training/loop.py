@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from .._utils import sha256_file
 from ._console import ProgressBar, message
 from .config import TrainingConfig, load_config
 
@@ -59,14 +60,6 @@ def _atomic_torch_save(obj, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_output(path) as tmp:      # the user's umask, stale temporaries removed
         torch.save(obj, tmp)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _params_digest(model):
@@ -341,7 +334,7 @@ def _data_files(config, real):
         path = os.path.join(str(real.data_dir), str(row["path"]))
         files.append({"path": str(row["path"]), "split": str(row["split"]),
                       "exposure_time": float(row["exposure_time"]),
-                      "sha256": _sha256(path) if os.path.isfile(path) else None})
+                      "sha256": sha256_file(path) if os.path.isfile(path) else None})
     return files
 
 

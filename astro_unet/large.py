@@ -1,75 +1,46 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-Beyond one frame in memory: many files and huge mosaics on Dask.
+Images larger than memory denoised block by block: `denoise_large`.
 
-`denoise_files`
-    Denoise many FITS files on a `dask.distributed` cluster (a
-    `~distributed.LocalCluster` when no client is given).  One task per file;
-    each worker *process* loads the model once and keeps it (the model cache of
-    `astro_unet.denoise`, filled under a lock so that the threads of one
-    worker never load it twice).  A file that cannot be read or denoised is
-    reported in the result table and does not stop the others; outputs are
-    written to a temporary file in the output folder and renamed
-    (`os.replace`), so an interrupted run never leaves a truncated FITS file,
-    and a rerun skips the outputs that already exist.  The output files keep
-    every other HDU of their input, as ``astro-unet denoise`` does.
+A FITS file (read piece by piece) or a `dask.array.Array` is denoised with
+`dask.array.map_overlap` and written to FITS block by block.  The result
+equals `~astro_unet.denoise_ccd` on the whole image to float precision,
+because every block
 
-`denoise_large`
-    Denoise an image too large for memory (a FITS file, read piece by piece,
-    or a `dask.array.Array`) with `dask.array.map_overlap` and write the result
-    to FITS block by block.  The result equals `~astro_unet.denoise_ccd` on the
-    whole image to float precision, because every block
+* uses the tile plan of the *whole* image (`astro_unet.tiling.plan_tiles`)
+  and computes exactly the tiles of that plan that touch the block, with
+  the same feathered windows, added in the same order;
+* gets the image-wide statistics that `denoise_ccd` computes on the whole
+  image (the background noise of noise-scaled normalizations and of the
+  ``log_noise`` condition, the median of an ``offset="median"``
+  normalization), computed once before the blocks from exactly the values
+  `denoise_ccd` uses, read in full-width strips.
 
-    * uses the tile plan of the *whole* image (`astro_unet.tiling.plan_tiles`)
-      and computes exactly the tiles of that plan that touch the block, with
-      the same feathered windows, added in the same order;
-    * gets the image-wide statistics that `denoise_ccd` computes on the whole
-      image: the background noise of noise-scaled normalizations
-      (``scale="noise"``) and of the ``log_noise`` condition, and the median of
-      an ``offset="median"`` normalization, computed once before the blocks
-      from exactly the values `denoise_ccd` uses (all of them, or the same
-      regular subsample for images of more than four million pixels), read
-      in full-width strips.
-
-    The halo (``depth`` of `~dask.array.map_overlap`) is therefore the reach
-    of the tiles that touch a block, not only the network's receptive
-    field: block edges are placed in the middle of a tile's part that no
-    other tile covers, so that only one row (column) of tiles is computed
-    twice per block edge and the halo is about half a tile (264 pixels for
-    512-pixel tiles overlapping by 32).  A 16384^2 image in blocks of about
-    4096 pixels computes 1444 tiles instead of the 1225 of one pass (1.18x).
-
-Memory of `denoise_large`: one block at a time by default (``workers=1``).
-A 16384^2 float32 mosaic on disk (1.07 GB) was denoised by the shipped
-model with a peak resident memory of 2.0 GB for the whole process with
-``chunk_size=4096`` and 1.4 GB with ``chunk_size=2048``
-(``benchmarks/scale.py``).  Bad pixels are the non-finite ones; each is
-filled with the nearest finite pixel of its block and its halo (identical
-to `denoise_ccd` unless a hole is wider than the halo).
+The halo (``depth`` of `~dask.array.map_overlap`) is therefore the reach of
+the tiles that touch a block: block edges are placed in the middle of a
+tile's part that no other tile covers, so that only one row (column) of
+tiles is computed twice per block edge.  Bad pixels are the non-finite
+ones; each is filled with the nearest finite pixel of its block and its
+halo (identical to `denoise_ccd` unless a hole is wider than the halo).
+Memory and time are measured in :ref:`scale_benchmark`.
 """
 
 import collections
 import functools
-import glob as _glob
 import math
 import os
-import threading
 import time
 
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.table import Table
 
-from . import _validation
-from ._utils import atomic_output, remove_stale_temporaries, unguarded_main_call
+from . import _validation, fitsio
+from ._utils import atomic_output
+from ._workers import check_model_spec, prepared_model
 
-__all__ = ["denoise_files", "denoise_large", "LargeResult"]
-
-#: File endings taken from a directory or a glob.
-FITS_ENDINGS = tuple(ext + comp for ext in (".fits", ".fit", ".fts")
-                     for comp in ("", ".gz", ".bz2", ".fz"))
+__all__ = ["denoise_large", "LargeResult"]
 
 #: Default block side of `denoise_large` (pixels).
 DEFAULT_CHUNK_SIZE = 4096
@@ -80,8 +51,6 @@ _STRIP_PIXELS = 8_000_000
 # the subsample rule of `astro_unet.denoise._background_noise` and `_background_level`
 _SUBSAMPLE_ABOVE = 4_000_000
 _SUBSAMPLE_TARGET = 2_000_000
-
-_LOAD_LOCK = threading.Lock()
 
 #: Result of `denoise_large` without an output file.
 LargeResult = collections.namedtuple("LargeResult", ["data", "uncertainty", "mask", "header"])
@@ -97,466 +66,6 @@ mask : `dask.array.Array`
 header : `~astropy.io.fits.Header`
     The input header with the keywords of `~astro_unet.denoise_ccd`.
 """
-
-
-# ---------------------------------------------------------------------------
-# the model, once per process
-
-
-def _prepared_model(model, device, *, measure_overlap=True):
-    """
-    ``(device, net, info)`` with the model loaded at most once per process.
-
-    Names and paths go through the model cache of `astro_unet.denoise`
-    (what `denoise_ccd` looks up), networks through its per-instance cache;
-    the lock makes concurrent worker threads wait for the first load instead
-    of loading again.  The network's receptive field (default overlap) is
-    measured here too, once.
-    """
-    from . import denoise
-
-    dev = denoise._resolve_device(device)
-    with _LOAD_LOCK:
-        net, info = denoise._resolve_model(model, dev)
-        if measure_overlap:
-            norm = denoise._check_normalization(info.get("normalization")
-                                                or denoise.DEFAULT_NORMALIZATION)
-            denoise._default_overlap(net, norm)
-    return dev, net, info
-
-
-def _check_model_spec(model):
-    """
-    The model as the workers should get it, failing early (before any task)
-    for a name or file that cannot exist: ``"default"`` resolved here (the
-    workers may not share this session's configuration), registered models
-    downloaded into the cache once, files as absolute paths.
-    """
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    from . import weights
-
-    target = model
-    if isinstance(target, str) and target == "default":
-        target = weights._default_target()  # raises when there is no default
-    if isinstance(target, str) and target in weights.REGISTRY:
-        weights.get_model_path(target)      # download into the cache once, here
-        return target
-    path = os.path.expanduser(os.fspath(target))
-    if not os.path.isfile(path):
-        if isinstance(target, str) and not weights._looks_like_path(target):
-            weights._lookup(target)
-        raise FileNotFoundError(f"Model file {path} does not exist.")
-    return os.path.abspath(path)
-
-
-def _worker_name():
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"local (pid {os.getpid()})"
-
-
-# ---------------------------------------------------------------------------
-# many files
-
-
-def _has_magic(text):
-    return any(c in text for c in "*?[")
-
-
-def _is_fits_name(name):
-    return name.lower().endswith(FITS_ENDINGS)
-
-
-def _is_output_name(name, suffix):
-    """Whether ``name`` looks like an output of a previous run (``*<suffix>.fits``)."""
-    if not suffix:
-        return False
-    lower = name.lower()
-    for ending in FITS_ENDINGS:
-        if lower.endswith(ending):
-            return name[: len(name) - len(ending)].endswith(suffix)
-    return False
-
-
-def _expand_inputs(inputs, suffix):
-    """
-    List of ``(path, hdu)`` from the accepted ``inputs`` values.
-
-    Directories give their FITS files (not recursive), globs their matches;
-    in both, hidden files and outputs of a previous run (names ending with
-    ``suffix``) are left out.  Explicit paths are kept as given.
-    """
-    try:
-        from ccdproc import ImageFileCollection
-    except ImportError:  # pragma: no cover - ccdproc is a dependency
-        ImageFileCollection = ()
-    if isinstance(inputs, ImageFileCollection):
-        files = inputs.files_filtered(include_path=True)
-        return [(os.fspath(f), inputs.ext) for f in files]
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    try:
-        items = list(inputs)
-    except TypeError:
-        raise TypeError(
-            "inputs must be a path, a glob, a directory, a list of them or a "
-            f"ccdproc.ImageFileCollection, got {type(inputs).__name__}.") from None
-    out = []
-
-    def keep(name):
-        base = os.path.basename(name)
-        return (not base.startswith(".") and _is_fits_name(base)
-                and not _is_output_name(base, suffix))
-
-    for item in items:
-        if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(f"input {item!r} is not a path.")
-        text = os.fspath(item)
-        if os.path.isdir(text):
-            found = sorted(os.path.join(text, f) for f in os.listdir(text)
-                           if keep(f) and os.path.isfile(os.path.join(text, f)))
-            if not found:
-                raise ValueError(f"directory {text} holds no FITS file.")
-            out.extend((f, None) for f in found)
-        elif _has_magic(text) and not os.path.exists(text):
-            found = sorted(f for f in _glob.glob(text, recursive=True)
-                           if keep(f) and os.path.isfile(f))
-            if not found:
-                raise ValueError(f"no FITS file matches {text!r}.")
-            out.extend((f, None) for f in found)
-        else:
-            out.append((text, None))
-    if not out:
-        raise ValueError("no input files.")
-    return out
-
-
-def _output_path(path, output_dir, suffix):
-    from .cli import _default_output
-
-    directory = os.path.dirname(path) if output_dir is None else os.fspath(output_dir)
-    return _default_output(os.path.join(directory, os.path.basename(path)), suffix)
-
-
-def _denoise_file(path, output, hdu, *, model, ratio, unit, overwrite, kwargs):
-    """Task: denoise one file; never raises, returns a result row."""
-    from .cli import CommandError, _read_ccd, _write_like, _error_message
-
-    start = time.perf_counter()
-    row = {"input": path, "output": output, "worker": _worker_name()}
-    try:
-        if os.path.exists(output) and not overwrite:
-            remove_stale_temporaries(output)  # of an earlier, killed --overwrite run
-            row["status"] = "skipped"
-        else:
-            from .denoise import denoise_ccd
-
-            dev, _, _ = _prepared_model(
-                model, kwargs.get("device"),
-                measure_overlap=kwargs.get("overlap") is None and kwargs.get("mode") != "paper")
-            ccd, index = _read_ccd(path, hdu, unit)
-            result = denoise_ccd(ccd, ratio=ratio, model=model, **dict(kwargs, device=dev))
-            _write_like(path, index, ccd, result, output, overwrite=overwrite,
-                        unit_given=unit is not None)
-            row["status"] = "ok"
-    except Exception as err:  # one bad file must not stop the others
-        message = _error_message(err)
-        if not isinstance(err, (CommandError, FileNotFoundError)):
-            message = f"{type(err).__name__}: {message}"
-        row["status"] = f"error: {message}"
-    row["seconds"] = time.perf_counter() - start
-    return row
-
-
-def _denoise_kwargs_check(kwargs):
-    import inspect
-
-    from .denoise import denoise_ccd
-
-    allowed = set(inspect.signature(denoise_ccd).parameters) - {"ccd", "ratio", "model"}
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {unknown} (denoise_ccd accepts "
-                        f"{sorted(allowed)}).")
-
-
-#: Thread-count variables of the local worker processes, set before they
-#: start (the ``distributed.nanny.pre-spawn-environ`` of `_local_cluster`) to
-#: the worker's share of the cores; distributed's default is 1.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _local_cluster(workers, processes=True, threads=None):
-    """
-    A `distributed.LocalCluster` of ``workers`` one-task workers.
-
-    Each worker process gets ``threads`` torch threads (default
-    ``cores // workers``, in `_THREAD_VARIABLES`) and glibc's default malloc
-    trim threshold: distributed's own default, ``MALLOC_TRIM_THRESHOLD_=65536``,
-    makes glibc hand torch's freed activations back to the system and fault
-    them in again for every layer (on the 2-core test machine, `denoise_ccd`
-    of a 2048x2048 frame took 6.45 s instead of 3.6 s with one torch thread).
-    The caller's own values of these variables are not passed on (an earlier
-    cluster may have left distributed's defaults there), and the caller's
-    environment is left as it was: distributed writes the pre-spawn variables
-    into the parent process.
-    """
-    import dask
-    from distributed import LocalCluster
-
-    cores = os.cpu_count() or 1
-    threads = str(max(1, cores // workers) if threads is None else threads)
-    kwargs = dict(n_workers=workers, threads_per_worker=1, processes=processes,
-                  protocol="tcp", host="127.0.0.1", dashboard_address="127.0.0.1:0")
-    if not processes:
-        return LocalCluster(**kwargs)
-    # None removes a variable: glibc's adaptive default
-    environ = {"MALLOC_TRIM_THRESHOLD_": None, **dict.fromkeys(_THREAD_VARIABLES, threads)}
-    saved = {key: os.environ.get(key) for key in environ}
-    for key in environ:
-        # an existing variable of the caller would win over the configuration
-        os.environ.pop(key, None)
-    try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            return LocalCluster(**kwargs)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _check_main_guard():
-    """
-    `RuntimeError` when the local cluster's worker processes would re-run the
-    caller's script: a top-level call outside ``if __name__ == "__main__":``
-    (they are started with the ``spawn`` method, which imports the main
-    script again, and fail with "Nanny failed to start").
-    """
-    import dask
-
-    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
-        return
-    where = unguarded_main_call()
-    if where is not None:
-        path, line = where
-        raise RuntimeError(
-            f"denoise_files was called at the top level of the script {path} (line {line}). "
-            "Its local cluster starts worker processes that import that script again, "
-            "which would call denoise_files again in each of them. Put the call under "
-            "'if __name__ == \"__main__\":' (see the denoise_files documentation), or "
-            "pass client=... (an existing Dask cluster).")
-
-
-def _default_workers(n_files):
-    """Local workers used when `denoise_files` gets no client."""
-    cores = os.cpu_count() or 1
-    return max(1, min(n_files, cores // 4 or 1))
-
-
-def denoise_files(inputs, output_dir=None, *, ratio, model="default", client=None,
-                  overwrite=False, suffix="_denoised", hdu=None, unit=None, workers=None,
-                  **denoise_kwargs):
-    """
-    Denoise many FITS files on a Dask cluster.
-
-    Each file is read (``hdu``, default the first HDU with image data; the
-    primary header's keywords are visible, as with ``astro-unet denoise``),
-    denoised with `~astro_unet.denoise_ccd` and written to ``output_dir``
-    with the structure of its input (every other HDU copied; ``UNCERT`` and
-    ``MASK`` extensions from the result).
-
-    Parameters
-    ----------
-    inputs : str, path-like, list or `ccdproc.ImageFileCollection`
-        Files, directories (their FITS files, not recursive), glob patterns
-        (``"raw/*.fits"``), a list mixing them, or an image file collection
-        (its filtered files, in its ``ext`` HDU unless ``hdu`` is given).
-        Directories and globs leave out hidden files and names ending with
-        ``suffix`` (outputs of a previous run).
-    output_dir : str or path-like, optional
-        Folder of the outputs (created if needed); default: next to each
-        input.  Output names are the input name with ``suffix`` before the
-        FITS extension (``a.fits`` -> ``a_denoised.fits``).
-    ratio : float
-        Exposure-time ratio ``r > 1`` (see `~astro_unet.denoise_ccd`).
-    model : str, path-like or `~astro_unet.model.AstroUNet`
-        As for `~astro_unet.denoise_ccd`.  Names and files are loaded once
-        per worker process; a network is sent once to every worker.
-    client : `distributed.Client` or str, optional
-        The cluster to run on, or the address of its scheduler
-        (``"tcp://host:8786"``).  Default: a `~distributed.LocalCluster` of
-        ``workers`` processes, closed at the end, whose workers share the
-        cores out as torch threads and keep glibc's default
-        ``MALLOC_TRIM_THRESHOLD_`` (distributed's own default, 65536, makes
-        torch on the CPU about 1.8 times slower; set
-        ``distributed.nanny.pre-spawn-environ`` on clusters of your own, see
-        :ref:`scale_benchmark`).
-    overwrite : bool
-        Denoise again files whose output exists (default: skip them, so
-        that an interrupted run can be resumed).
-    suffix : str
-        Added to the output names.
-    hdu : int, str or tuple, optional
-        Image HDU of every file: index, name or ``(name, ver)``.
-    unit : str or `~astropy.units.Unit`, optional
-        Unit of files without ``BUNIT``.
-    workers : int, optional
-        Worker processes of the local cluster (only without ``client``);
-        default ``max(1, cpu_count // 4)`` but no more than the files, each
-        with ``cpu_count // workers`` torch threads.
-    **denoise_kwargs
-        Passed to `~astro_unet.denoise_ccd`: ``estimate``, ``device``,
-        ``tile_size``, ``overlap``, ``batch_size``, ``exposure_time``,
-        ``gain``, ``read_noise``, ``saturation``, ``mode``, ``extrapolate``.
-
-    Returns
-    -------
-    table : `~astropy.table.Table`
-        One row per input, in input order: ``input``, ``output``,
-        ``status`` (``"ok"``, ``"skipped"`` or ``"error: <reason>"``),
-        ``seconds`` (wall time of the task) and ``worker`` (its address).
-        ``table.meta`` has the counts ``n_ok``, ``n_skipped``, ``n_error``
-        and the total ``wall_seconds``.
-
-    Raises
-    ------
-    ValueError
-        Bad ``ratio``, no input file, two inputs with the same output, an
-        output that would replace its input, unknown model name.
-    TypeError
-        Bad ``inputs`` or an argument `~astro_unet.denoise_ccd` does not take.
-    FileNotFoundError
-        The model file does not exist.
-    RuntimeError
-        Called without ``client`` at the top level of a script, outside
-        ``if __name__ == "__main__":`` (see Notes).
-
-    Notes
-    -----
-    Without a ``client`` the worker processes of the local cluster are
-    started the way `multiprocessing` starts processes (``spawn``): each one
-    imports the main script again.  In a script, call `denoise_files` under
-    the usual guard::
-
-        from astro_unet import denoise_files
-
-        if __name__ == "__main__":
-            table = denoise_files("raw/*.fits", "denoised", ratio=4)
-            print(table)
-
-    A call at the top level of a script is refused with a `RuntimeError`
-    before anything starts (otherwise each worker would call `denoise_files`
-    again and fail to start).  Interactive sessions, notebooks and calls
-    with a ``client`` need no guard.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> from astropy.io import fits
-    >>> from distributed import Client
-    >>> from astro_unet import denoise_files
-    >>> from astro_unet.model import AstroUNet, save_model
-    >>> folder = tempfile.mkdtemp()
-    >>> model = os.path.join(folder, "tiny.pt")
-    >>> _ = save_model(AstroUNet(base_channels=4, depth=2), model,
-    ...                normalization={"unit": "electron", "transform": "asinh", "scale": 10.0})
-    >>> rng = np.random.default_rng(0)
-    >>> for name in ("a.fits", "b.fits"):
-    ...     fits.PrimaryHDU(rng.poisson(20.0, (32, 32)).astype(np.float32),
-    ...                     header=fits.Header({"BUNIT": "electron"})).writeto(
-    ...         os.path.join(folder, name))
-    >>> with Client(processes=False, n_workers=1, protocol="tcp", host="127.0.0.1",
-    ...             dashboard_address="127.0.0.1:0") as client:
-    ...     table = denoise_files(folder, os.path.join(folder, "out"), ratio=2,
-    ...                           model=model, client=client, device="cpu")
-    >>> table["status"].tolist(), sorted(os.listdir(os.path.join(folder, "out")))
-    (['ok', 'ok'], ['a_denoised.fits', 'b_denoised.fits'])
-    """
-    r = _validation.validate_ratio(ratio)
-    _denoise_kwargs_check(denoise_kwargs)
-    if not isinstance(suffix, str):
-        raise TypeError(f"suffix must be a string, got {type(suffix).__name__}.")
-    if unit is not None:
-        unit = u.Unit(unit)
-    files = _expand_inputs(inputs, suffix)
-    jobs = []
-    seen = {}
-    for path, ext in files:
-        output = _output_path(path, output_dir, suffix)
-        key = os.path.normcase(os.path.abspath(output))
-        if key == os.path.normcase(os.path.abspath(path)):
-            raise ValueError(f"the output of {path} would replace it: give another "
-                             "output_dir or a non-empty suffix.")
-        if key in seen:
-            raise ValueError(f"{seen[key]} and {path} would both be written to {output}; "
-                             "denoise them into different folders.")
-        seen[key] = path
-        jobs.append((path, output, hdu if hdu is not None else ext))
-    model_arg = _check_model_spec(model)
-    if client is None:
-        _check_main_guard()  # before anything is started or created
-    if output_dir is not None:
-        os.makedirs(output_dir, exist_ok=True)
-
-    from distributed import Client, as_completed
-
-    own_cluster = own_client = None
-    if client is None:
-        n = _default_workers(len(jobs)) if workers is None else int(workers)
-        if n < 1:
-            raise ValueError(f"workers must be >= 1, got {workers!r}.")
-        own_cluster = _local_cluster(n)
-        client = own_client = Client(own_cluster)
-    elif isinstance(client, str):
-        client = own_client = Client(client)
-    elif workers is not None:
-        raise ValueError("workers applies to the local cluster only; the client given "
-                         "already has its workers.")
-    start = time.perf_counter()
-    try:
-        if not isinstance(model_arg, (str, os.PathLike)):
-            model_arg = client.scatter(model_arg, broadcast=True, hash=False)
-        futures = {}
-        for i, (path, output, ext) in enumerate(jobs):
-            # absolute paths: the workers need not share this process's folder
-            fut = client.submit(_denoise_file, os.path.abspath(path), os.path.abspath(output),
-                                ext, model=model_arg, ratio=r, unit=unit, overwrite=overwrite,
-                                kwargs=denoise_kwargs, pure=False)
-            futures[fut] = i
-        rows = [None] * len(jobs)
-        for fut in as_completed(list(futures), raise_errors=False):
-            i = futures[fut]
-            path, output, _ = jobs[i]
-            if fut.status == "finished":
-                rows[i] = dict(fut.result(), input=path, output=output)
-            else:  # the worker died (e.g. killed for memory) on every retry
-                err = fut.exception()
-                rows[i] = {"input": path, "output": output, "worker": "",
-                           "status": f"error: {type(err).__name__}: {err}",
-                           "seconds": float("nan")}
-            fut.release()
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()
-    table = Table(rows=[[row[k] for k in ("input", "output", "status", "seconds", "worker")]
-                        for row in rows],
-                  names=("input", "output", "status", "seconds", "worker"),
-                  dtype=(str, str, str, float, str))
-    table["seconds"].unit = u.s
-    statuses = list(table["status"])
-    table.meta.update(n_ok=statuses.count("ok"), n_skipped=statuses.count("skipped"),
-                      n_error=sum(s.startswith("error") for s in statuses),
-                      wall_seconds=time.perf_counter() - start)
-    return table
 
 
 # ---------------------------------------------------------------------------
@@ -742,7 +251,7 @@ def _denoise_block(block, block_id=None, *, ctx):
     model = ctx.model
     if isinstance(model, _RemoteModel):
         model = _REMOTE_MODELS[model.key]
-    dev, net, _ = _prepared_model(model, ctx.device, measure_overlap=False)
+    dev, net, _ = prepared_model(model, ctx.device, measure_overlap=False)
     # the pixel operations of denoise_ccd, in the same order
     x = np.asarray(block).astype(np.float64)
     nonfinite = ~np.isfinite(x)
@@ -941,24 +450,16 @@ def _input_array(source, hdu, header):
     import dask.array as da
 
     if isinstance(source, (str, os.PathLike)):
-        from .cli import _STRUCTURAL, CommandError, _check_fits_file, _resolve_hdu
-
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file.")
-        try:
-            _check_fits_file(path)
-        except CommandError as err:
-            raise ValueError(str(err)) from None
+        fitsio.check_fits_file(path)
         with fits.open(path) as hdul:
-            try:
-                index = _resolve_hdu(hdul, hdu, path)
-            except CommandError as err:
-                raise ValueError(str(err)) from None
+            index = fitsio.resolve_hdu(hdul, hdu, path)
             file_header = hdul[index].header.copy()
             if index != 0:
                 for card in hdul[0].header.cards:
-                    if card.keyword not in _STRUCTURAL and card.keyword not in file_header:
+                    if card.keyword not in fitsio.STRUCTURAL and card.keyword not in file_header:
                         file_header.append(card, end=True)
         if header is not None:
             file_header.update(header)
@@ -982,13 +483,11 @@ def _input_array(source, hdu, header):
 
 def _clean_header(header):
     """``header`` without the structural keywords of its HDU."""
-    from .cli import _STALE_KEYWORDS, _STRUCTURAL
-
     out = fits.Header()
     for card in header.cards:
         key = card.keyword
-        if (key in _STRUCTURAL and key not in ("COMMENT", "HISTORY", "")) \
-                or key in _STALE_KEYWORDS or (key.startswith("NAXIS") and key[5:].isdigit()):
+        if (key in fitsio.STRUCTURAL and key not in ("COMMENT", "HISTORY", "")) \
+                or key in fitsio.STALE_KEYWORDS or (key.startswith("NAXIS") and key[5:].isdigit()):
             continue
         out.append(card, end=True)
     return out
@@ -1127,8 +626,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     in_dtype = np.dtype(x.dtype)
 
     # --- the decisions of denoise_ccd, made once for the whole image
-    model = _check_model_spec(model)
-    dev, net, info = _prepared_model(model, device, measure_overlap=False)
+    model = check_model_spec(model)
+    dev, net, info = prepared_model(model, device, measure_overlap=False)
     denoise._check_ratio_range(r, info, extrapolate=extrapolate, call="denoise_large")
     norm = denoise._check_normalization(info.get("normalization")
                                         or denoise.DEFAULT_NORMALIZATION)
