@@ -22,7 +22,7 @@ from copy import deepcopy
 import numpy as np
 import astropy.units as u
 from astropy.nddata import StdDevUncertainty
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.utils.exceptions import AstropyDeprecationWarning, AstropyUserWarning
 from astroscrappy import detect_cosmics
 
 from . import _validation
@@ -48,46 +48,46 @@ _FSMODES = ("median", "convolve")
 _PSFMODELS = ("gauss", "gaussx", "gaussy", "moffat")
 
 
-def _resolve_readnoise(ccd, readnoise, detector, gain):
+def _resolve_read_noise(ccd, read_noise, detector, gain):
     """
     Read noise in electrons and a short description of where it came from.
 
-    Order: the ``readnoise`` argument, the ``detector`` preset, the header
+    Order: the ``read_noise`` argument, the ``detector`` preset, the header
     (``RDNOISE``/``READNOIS``, taken to be in electrons).  Never guessed.
     """
-    if readnoise is not None:
-        if isinstance(readnoise, u.Quantity):
-            unit = readnoise.unit
+    if read_noise is not None:
+        if isinstance(read_noise, u.Quantity):
+            unit = read_noise.unit
             if unit.is_equivalent(u.adu):
                 g = _validation.get_gain(ccd, gain)
                 if g is None:
                     raise ValueError(
-                        "readnoise is in adu: pass gain=... (electron / adu) or set "
-                        "the GAIN header keyword, or give readnoise in electron."
+                        "read_noise is in adu: pass gain=... (electron / adu) or set "
+                        "the GAIN header keyword, or give read_noise in electron."
                     )
-                value = readnoise.to_value(u.adu) * g
+                value = read_noise.to_value(u.adu) * g
             elif unit.is_equivalent(u.electron):
-                value = readnoise.to_value(u.electron)
+                value = read_noise.to_value(u.electron)
             else:
                 raise u.UnitsError(
-                    f"readnoise must be in electron (or adu with a gain), got {unit}."
+                    f"read_noise must be in electron (or adu with a gain), got {unit}."
                 )
         else:
             try:
-                value = float(readnoise)
+                value = float(read_noise)
             except (TypeError, ValueError):
                 raise TypeError(
-                    f"readnoise must be a number (electrons) or a Quantity, got {readnoise!r}."
+                    f"read_noise must be a number (electrons) or a Quantity, got {read_noise!r}."
                 ) from None
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"readnoise must be finite and >= 0 electrons, got {readnoise!r}.")
+            raise ValueError(f"read_noise must be finite and >= 0 electrons, got {read_noise!r}.")
         return value, "argument"
 
     if detector is not None:
-        preset = _preset_from_argument(detector, hint="Or pass readnoise=... (electrons).")
+        preset = _preset_from_argument(detector, hint="Or pass read_noise=... (electrons).")
         if preset.read_noise is None:
             raise ValueError(
-                f"Detector preset {preset.name!r} has no read noise: pass readnoise=... "
+                f"Detector preset {preset.name!r} has no read noise: pass read_noise=... "
                 "(electrons)."
             )
         value = preset.read_noise
@@ -101,18 +101,18 @@ def _resolve_readnoise(ccd, readnoise, detector, gain):
             value = float(value)
         except (TypeError, ValueError):
             raise ValueError(
-                f"Header keyword {key} = {value!r} is not a number; pass readnoise=... "
+                f"Header keyword {key} = {value!r} is not a number; pass read_noise=... "
                 "(electrons)."
             ) from None
         if not math.isfinite(value) or value < 0:
             raise ValueError(
                 f"Header keyword {key} = {value!r} is not a valid read noise; pass "
-                "readnoise=... (electrons)."
+                "read_noise=... (electrons)."
             )
         return value, f"header {key}"
 
     raise ValueError(
-        "No read noise: pass readnoise=... (electrons or a Quantity in electron), "
+        "No read noise: pass read_noise=... (electrons or a Quantity in electron), "
         "detector='wfc3_uvis' / 'acs_wfc', or set the RDNOISE header keyword. "
         "L.A.Cosmic's noise model needs it and it is not guessed."
     )
@@ -163,15 +163,16 @@ def _satlevel_electrons(satlevel, unit, scale):
     return value * scale
 
 
-def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sigclip=4.5,
+def clean_cosmic_rays(ccd, *, gain=None, read_noise=None, exposure_time=None, sigclip=4.5,
                       sigfrac=0.3, objlim=5.0, satlevel=None, niter=4, sepmed=True,
                       cleantype="meanmask", fsmode="median", psfmodel="gauss", psffwhm=2.5,
-                      psfsize=7, detector=None, return_mask=False, verbose=False):
+                      psfsize=7, detector=None, return_mask=False, verbose=False,
+                      readnoise=None):
     """
     Detect and clean cosmic rays with L.A.Cosmic (van Dokkum 2001, astroscrappy).
 
     The image is converted to electrons (L.A.Cosmic's noise model is
-    ``sqrt(counts + readnoise**2)``), `astroscrappy.detect_cosmics` is run with
+    ``sqrt(counts + read_noise**2)``), `astroscrappy.detect_cosmics` is run with
     ``gain=1``, and the replaced pixel values are converted back, so the
     result is in the input's unit.  Pixels not flagged keep their exact input
     values.
@@ -185,7 +186,7 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
         underestimated and faint sources may be flagged.
     gain : float or `~astropy.units.Quantity`, optional
         Electron / adu, for adu images.  Default: the ``GAIN`` header keyword.
-    readnoise : float or `~astropy.units.Quantity`, optional
+    read_noise : float or `~astropy.units.Quantity`, optional
         Read noise, in electrons (a number, or a Quantity in electron, or in
         adu together with a gain).  Default: the ``detector`` preset, else
         the ``RDNOISE``/``READNOIS`` header keyword (taken to be electrons);
@@ -224,12 +225,16 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     detector : str or `~astro_unet.DetectorPreset`, optional
         An ``astro_unet.DETECTOR_PRESETS`` name (``'wfc3_uvis'``: 3.1 e-,
         ``'acs_wfc'``) or a preset, whose ``read_noise`` is used when
-        ``readnoise`` is not given.  It wins over the header keyword.
+        ``read_noise`` is not given.  It wins over the header keyword.
     return_mask : bool, optional
         Also return the boolean cosmic-ray mask alone (without the input
         mask or NaN pixels).
     verbose : bool, optional
         Let astroscrappy print its progress.
+    readnoise : float or `~astropy.units.Quantity`, optional
+        Deprecated spelling of ``read_noise`` (the package's spelling
+        everywhere else); gives an
+        `~astropy.utils.exceptions.AstropyDeprecationWarning`.
 
     Returns
     -------
@@ -283,7 +288,7 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     >>> data = rng.poisson(100.0, (64, 64)).astype(float)
     >>> data[20, 30] += 5000.0                 # a cosmic-ray hit
     >>> ccd = CCDData(data, unit="electron")
-    >>> cleaned = clean_cosmic_rays(ccd, readnoise=3.1 * u.electron)
+    >>> cleaned = clean_cosmic_rays(ccd, read_noise=3.1 * u.electron)
     >>> bool(cleaned.mask[20, 30]), bool(50 < cleaned.data[20, 30] < 150)
     (True, True)
     >>> cleaned.unit, cleaned.meta["CRNPIX"]
@@ -299,7 +304,13 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     _check_options(sigclip, sigfrac, objlim, niter, cleantype, fsmode, psfmodel,
                    psffwhm, psfsize)
     scale, exptime = _validation.electron_scale(ccd, exposure_time=exposure_time, gain=gain)
-    ron, ron_source = _resolve_readnoise(ccd, readnoise, detector, gain)
+    if readnoise is not None:
+        if read_noise is not None:
+            raise TypeError("give read_noise only (readnoise is its deprecated spelling).")
+        warnings.warn("clean_cosmic_rays(readnoise=...) is deprecated: use read_noise=...",
+                      AstropyDeprecationWarning, stacklevel=2)
+        read_noise = readnoise
+    ron, ron_source = _resolve_read_noise(ccd, read_noise, detector, gain)
     unit = u.Unit(ccd.unit)
     sat_e = _satlevel_electrons(satlevel, unit, scale)
 
@@ -335,7 +346,7 @@ def clean_cosmic_rays(ccd, *, gain=None, readnoise=None, exposure_time=None, sig
     meta = deepcopy(ccd.meta)
     ncr = int(crmask.sum())
     call = (f"clean_cosmic_rays(sigclip={float(sigclip):g}, sigfrac={float(sigfrac):g}, "
-            f"objlim={float(objlim):g}, readnoise={ron:g} e- [{ron_source}], "
+            f"objlim={float(objlim):g}, read_noise={ron:g} e- [{ron_source}], "
             f"cleantype={cleantype})")
     log_step(meta, call, {
         "CRNPIX": (ncr, "pixels flagged as cosmic rays"),
@@ -369,9 +380,9 @@ def _warn_if_sky_subtracted(electrons, bad, ron):
         warnings.warn(
             f"clean_cosmic_rays: the image looks sky-subtracted or has a negative "
             f"background (median {level:.3g} e-, pixel noise {noise:.3g} e-, while "
-            f"L.A.Cosmic's noise model sqrt(max(median, 0) + readnoise**2) gives "
+            f"L.A.Cosmic's noise model sqrt(max(median, 0) + read_noise**2) gives "
             f"{expected:.3g} e-), so it may flag most pixels. Add the sky level back "
-            "before cleaning, or check the unit, gain and readnoise.",
+            "before cleaning, or check the unit, gain and read_noise.",
             AstropyUserWarning, stacklevel=3)
 
 

@@ -17,7 +17,7 @@ for seed in range(1, 21):
     for unit, f, kw in [("electron", 1, {}),
                         ("electron/s", 1 / EXPTIME, {"exposure_time": EXPTIME}),
                         ("adu", 1 / GAIN, {"gain": GAIN})]:
-        _, m = clean_cosmic_rays(CCDData(data * f, unit=unit), readnoise=RON,
+        _, m = clean_cosmic_rays(CCDData(data * f, unit=unit), read_noise=RON,
                                  return_mask=True, **kw)
         p, e, c, ff = _rates(m, crs, events, cores)
         res.append(f"{unit}: pix {p:.3f} ev {e:.3f} core {c:.4f}")

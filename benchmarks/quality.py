@@ -206,7 +206,7 @@ def load_rate(row, data_dir, *, clean_cosmics=False):
 
         before = np.array(ccd.data, copy=True)
         mask = ccd.mask
-        ccd = clean_cosmic_rays(ccd, readnoise=float(row["read_noise"]) * u.electron,
+        ccd = clean_cosmic_rays(ccd, read_noise=float(row["read_noise"]) * u.electron,
                                 gain=1.0)
         # the replaced pixels are data again (cleaned sky), not bad pixels
         ccd = CCDData(ccd.data, unit=ccd.unit, mask=mask, meta=ccd.meta)

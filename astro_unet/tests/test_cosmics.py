@@ -74,7 +74,7 @@ def field():
 @pytest.fixture(scope="module")
 def reference(field):
     """The electron-unit result on the field, shared by the unit tests."""
-    return clean_cosmic_rays(CCDData(field[0], unit="electron"), readnoise=RON,
+    return clean_cosmic_rays(CCDData(field[0], unit="electron"), read_noise=RON,
                              return_mask=True)
 
 
@@ -90,7 +90,7 @@ def _rates(crmask, crs, events, cores):
 def test_detection_electrons(field):
     data, truth, crs, events, cores = field
     ccd = CCDData(data, unit="electron")
-    cleaned, crmask = clean_cosmic_rays(ccd, readnoise=RON * u.electron, return_mask=True)
+    cleaned, crmask = clean_cosmic_rays(ccd, read_noise=RON * u.electron, return_mask=True)
     pixel_rate, event_rate, core_rate, far_false = _rates(crmask, crs, events, cores)
     assert pixel_rate >= 0.90
     assert event_rate >= 0.90
@@ -123,7 +123,7 @@ def test_other_units_same_detection(field, reference, unit, factor, kwargs):
     ref, ref_mask = reference
     meta = {} if "exposure_time" in kwargs else {"EXPTIME": EXPTIME}
     ccd = CCDData(data * factor, unit=unit, meta=meta)
-    cleaned, crmask = clean_cosmic_rays(ccd, readnoise=RON, return_mask=True, **kwargs)
+    cleaned, crmask = clean_cosmic_rays(ccd, read_noise=RON, return_mask=True, **kwargs)
     assert cleaned.unit == u.Unit(unit)
     # The same pixels are found (float32 rounding may move a marginal pixel or two).
     assert (crmask != ref_mask).sum() <= 2
@@ -153,7 +153,7 @@ def test_input_unmodified_and_carried(field):
                   uncertainty=StdDevUncertainty(sigma))
     before = deepcopy(ccd)
 
-    cleaned, crmask = clean_cosmic_rays(ccd, readnoise=RON, return_mask=True)
+    cleaned, crmask = clean_cosmic_rays(ccd, read_noise=RON, return_mask=True)
 
     # input untouched
     np.testing.assert_array_equal(ccd.data, before.data)
@@ -192,7 +192,7 @@ def test_uncertainty_inflated():
     data[20, 25] += 4000.0
     unc = StdDevUncertainty(np.full(data.shape, 0.5))
     ccd = CCDData(data / 2.0, unit="adu", uncertainty=unc, meta={"GAIN": 2.0})
-    cleaned, crmask = clean_cosmic_rays(ccd, readnoise=RON, return_mask=True)
+    cleaned, crmask = clean_cosmic_rays(ccd, read_noise=RON, return_mask=True)
     assert crmask[20, 25] and crmask.sum() <= 3
     expected = np.sqrt(cleaned.data[20, 25] * 2.0 + RON**2) / 2.0  # adu
     assert cleaned.uncertainty.array[20, 25] == pytest.approx(expected)
@@ -201,11 +201,11 @@ def test_uncertainty_inflated():
     # variance uncertainties keep their type and get the same rule
     ccd_var = CCDData(data / 2.0, unit="adu", uncertainty=VarianceUncertainty(
         np.full(data.shape, 0.25)), meta={"GAIN": 2.0})
-    out_var = clean_cosmic_rays(ccd_var, readnoise=RON)
+    out_var = clean_cosmic_rays(ccd_var, read_noise=RON)
     assert isinstance(out_var.uncertainty, VarianceUncertainty)
     assert out_var.uncertainty.array[20, 25] == pytest.approx(expected**2)
     # no uncertainty in, none out
-    assert clean_cosmic_rays(CCDData(data, unit="electron"), readnoise=RON).uncertainty is None
+    assert clean_cosmic_rays(CCDData(data, unit="electron"), read_noise=RON).uncertainty is None
 
 
 def test_nan_pixels(field):
@@ -214,7 +214,7 @@ def test_nan_pixels(field):
     bad[50:53, :] = np.nan  # a dead band
     bad[100, 100] = np.inf
     ccd = CCDData(bad, unit="electron")
-    cleaned, crmask = clean_cosmic_rays(ccd, readnoise=RON, return_mask=True)
+    cleaned, crmask = clean_cosmic_rays(ccd, read_noise=RON, return_mask=True)
     assert np.isnan(cleaned.data[50:53]).all()
     assert np.isposinf(cleaned.data[100, 100])
     assert cleaned.mask[50:53].all() and cleaned.mask[100, 100]
@@ -247,9 +247,9 @@ def test_readnoise_sources():
     assert clean_cosmic_rays(ccd).meta["CRRDNOIS"] == pytest.approx(4.2)
     out = clean_cosmic_rays(ccd, detector="wfc3_uvis")  # preset wins over the header
     assert out.meta["CRRDNOIS"] == pytest.approx(3.1)
-    out = clean_cosmic_rays(ccd, readnoise=5 * u.electron, detector="wfc3_uvis")
+    out = clean_cosmic_rays(ccd, read_noise=5 * u.electron, detector="wfc3_uvis")
     assert out.meta["CRRDNOIS"] == pytest.approx(5.0)
-    out = clean_cosmic_rays(ccd, readnoise=2 * u.adu, gain=1.5)
+    out = clean_cosmic_rays(ccd, read_noise=2 * u.adu, gain=1.5)
     assert out.meta["CRRDNOIS"] == pytest.approx(3.0)
     out = clean_cosmic_rays(ccd, detector="ACS/WFC")
     assert out.meta["CRRDNOIS"] == pytest.approx(DETECTOR_PRESETS["acs_wfc"].read_noise)
@@ -262,14 +262,14 @@ def test_satlevel():
     data = rng.normal(SKY, np.sqrt(SKY + RON**2), (48, 48))
     data[24, 24] += 5000.0
     ccd = CCDData(data / EXPTIME, unit="electron/s", meta={"EXPTIME": EXPTIME})
-    _, free = clean_cosmic_rays(ccd, readnoise=RON, return_mask=True)
+    _, free = clean_cosmic_rays(ccd, read_noise=RON, return_mask=True)
     assert free[24, 24]
     # a level reached by the hit and with the sky above a tenth of it: saturated
     for sat in (1500.0 / EXPTIME, 1500.0 / EXPTIME * u.electron / u.s, 1500 * u.electron):
-        _, crmask = clean_cosmic_rays(ccd, readnoise=RON, satlevel=sat, return_mask=True)
+        _, crmask = clean_cosmic_rays(ccd, read_noise=RON, satlevel=sat, return_mask=True)
         assert not crmask[24, 24]
     with pytest.raises(u.UnitsError, match="satlevel"):
-        clean_cosmic_rays(ccd, readnoise=RON, satlevel=3 * u.Jy)
+        clean_cosmic_rays(ccd, read_noise=RON, satlevel=3 * u.Jy)
 
 
 def _small(unit="electron", **kw):
@@ -285,15 +285,15 @@ def _small(unit="electron", **kw):
     (lambda: _small("electron/s"), {}, ValueError, "exposure time"),
     (lambda: CCDData(np.full((8, 8), np.nan), unit="electron"), {}, ValueError,
      "no finite"),
-    (lambda: _small(), {"readnoise": None}, ValueError, "No read noise"),
-    (lambda: _small(), {"readnoise": None, "detector": "nicmos"}, ValueError,
+    (lambda: _small(), {"read_noise": None}, ValueError, "No read noise"),
+    (lambda: _small(), {"read_noise": None, "detector": "nicmos"}, ValueError,
      "Unknown detector"),
-    (lambda: _small(), {"readnoise": None, "detector": "generic"}, ValueError,
+    (lambda: _small(), {"read_noise": None, "detector": "generic"}, ValueError,
      "has no read noise"),
-    (lambda: _small(), {"readnoise": None, "detector": 3.1}, TypeError, "detector"),
-    (lambda: _small(), {"readnoise": 3 * u.s}, u.UnitsError, "readnoise"),
-    (lambda: _small(), {"readnoise": -1}, ValueError, "readnoise"),
-    (lambda: _small(), {"readnoise": 2 * u.adu}, ValueError, "gain"),
+    (lambda: _small(), {"read_noise": None, "detector": 3.1}, TypeError, "detector"),
+    (lambda: _small(), {"read_noise": 3 * u.s}, u.UnitsError, "read_noise"),
+    (lambda: _small(), {"read_noise": -1}, ValueError, "read_noise"),
+    (lambda: _small(), {"read_noise": 2 * u.adu}, ValueError, "gain"),
     (lambda: _small(), {"cleantype": "mean"}, ValueError, "cleantype"),
     (lambda: _small(), {"niter": 0}, ValueError, "niter"),
     (lambda: _small(), {"sigclip": -1}, ValueError, "sigclip"),
@@ -302,7 +302,7 @@ def _small(unit="electron", **kw):
 ])
 def test_bad_input(make, kwargs, exc, match):
     ccd = make()
-    kwargs = {"readnoise": RON, **kwargs}
+    kwargs = {"read_noise": RON, **kwargs}
     before = deepcopy(ccd)
     with pytest.raises(exc, match=match):
         clean_cosmic_rays(ccd, **kwargs)
@@ -325,14 +325,14 @@ rng = np.random.default_rng(0)
 for shape in [(1, 1000), (1000, 1), (3, 700), (2, 2), (3, 9), (9, 3), (50, 3)]:
     ccd = CCDData(rng.poisson(100.0, shape).astype(float), unit="electron")
     try:
-        clean_cosmic_rays(ccd, readnoise=3.1)
+        clean_cosmic_rays(ccd, read_noise=3.1)
     except ValueError as err:
         assert "at least 4x4 pixels" in str(err), err
     else:
         raise AssertionError(f"no error for {shape}")
 for shape in [(4, 4), (4, 40), (40, 4)]:
     ccd = CCDData(rng.poisson(100.0, shape).astype(float), unit="electron")
-    assert clean_cosmic_rays(ccd, readnoise=3.1).shape == shape
+    assert clean_cosmic_rays(ccd, read_noise=3.1).shape == shape
 print("ok")
 """
     import astro_unet
@@ -350,7 +350,7 @@ def test_gain_not_positive(gain):
     # issue 11: a negative Quantity gain flagged 3050 of 4096 pixels
     ccd = CCDData(np.random.default_rng(3).poisson(100.0, (64, 64)).astype(float), unit="adu")
     with pytest.raises(ValueError, match="gain must be a finite positive number"):
-        clean_cosmic_rays(ccd, gain=gain, readnoise=RON)
+        clean_cosmic_rays(ccd, gain=gain, read_noise=RON)
 
 
 def test_sky_subtracted_image_warns():
@@ -358,14 +358,26 @@ def test_sky_subtracted_image_warns():
     rng = np.random.default_rng(4)
     sky_subtracted = rng.poisson(SKY, (64, 64)).astype(float) - SKY
     with pytest.warns(AstropyUserWarning, match="sky-subtracted or has a negative background"):
-        clean_cosmic_rays(CCDData(sky_subtracted, unit="electron"), readnoise=RON)
+        clean_cosmic_rays(CCDData(sky_subtracted, unit="electron"), read_noise=RON)
     with pytest.warns(AstropyUserWarning, match="negative background"):
-        clean_cosmic_rays(CCDData(sky_subtracted - 50.0, unit="electron"), readnoise=RON)
+        clean_cosmic_rays(CCDData(sky_subtracted - 50.0, unit="electron"), read_noise=RON)
     # the same image with its sky: no warning (filterwarnings = error)
-    clean_cosmic_rays(CCDData(sky_subtracted + SKY, unit="electron"), readnoise=RON)
+    clean_cosmic_rays(CCDData(sky_subtracted + SKY, unit="electron"), read_noise=RON)
 
 
 def test_values_beyond_float32_raise():
     # issue 11: astroscrappy works in float32; 1e300 became inf and nothing was cleaned
     with pytest.raises(ValueError, match="beyond the float32 arithmetic of astroscrappy"):
-        clean_cosmic_rays(CCDData(np.full((16, 16), 1e300), unit="electron"), readnoise=RON)
+        clean_cosmic_rays(CCDData(np.full((16, 16), 1e300), unit="electron"), read_noise=RON)
+
+
+def test_readnoise_is_a_deprecated_spelling_of_read_noise():
+    from astropy.utils.exceptions import AstropyDeprecationWarning
+
+    ccd = CCDData(_small().data, unit="electron")
+    new = clean_cosmic_rays(ccd, read_noise=RON)
+    with pytest.warns(AstropyDeprecationWarning, match="use read_noise"):
+        old = clean_cosmic_rays(ccd, readnoise=RON)
+    np.testing.assert_array_equal(old.data, new.data)
+    with pytest.raises(TypeError, match="read_noise only"):
+        clean_cosmic_rays(ccd, read_noise=RON, readnoise=RON)

@@ -185,7 +185,7 @@ def test_simulate_short_exposure(ccd, kw):
     cleantype=(["meanmask", "median", "idw"], None)))
 def test_clean_cosmic_rays(ccd, kw):
     out = check_call(ccd, lambda c: clean_cosmic_rays(
-        c, readnoise=3.0, exposure_time=100.0, return_mask=True, **kw))
+        c, read_noise=3.0, exposure_time=100.0, return_mask=True, **kw))
     if out is not None:
         # pixels that were not flagged keep their exact input values
         result, crmask = out

@@ -48,7 +48,7 @@ print("pixels hit:", tracks.sum())
 # Clean them
 # ----------
 # L.A.Cosmic compares each pixel's sharpness with the noise expected from
-# ``sqrt(counts + readnoise**2)`` electrons.  This drizzled image is
+# ``sqrt(counts + read_noise**2)`` electrons.  This drizzled image is
 # sky-subtracted, so that model would miss the photon noise of the sky: the
 # measured background noise (in electrons of the short exposure) is passed
 # as an effective read noise instead.  The stars of a drizzled product are
@@ -67,7 +67,7 @@ from scipy import ndimage
 
 _, _, noise = sigma_clipped_stats(hit.data * t_short)       # electrons
 print(f"background noise: {noise:.1f} electrons")
-cleaned, crmask = clean_cosmic_rays(hit, readnoise=noise * u.electron, objlim=15,
+cleaned, crmask = clean_cosmic_rays(hit, read_noise=noise * u.electron, objlim=15,
                                     return_mask=True)
 near_hits = ndimage.binary_dilation(tracks, iterations=2)   # a hit and its neighbours
 print(f"flagged: {crmask.sum()} pixels; injected pixels found: {(crmask & tracks).sum()} "
