@@ -73,7 +73,8 @@ def main(argv=None):
         times["one pass"].append(time.perf_counter() - t)
         info["one pass"] = (card(ref.meta, "DNTILE"), 0)
     base = statistics.median(times["one pass"])
-    print(f"# {args.size}^2, model {args.model} ({card(ref.meta, 'DNMODEL')}), device {args.device}, "
+    print(f"# {args.size}^2, model {args.model} ({card(ref.meta, 'DNMODEL')}), "
+          f"device {args.device}, "
           f"{args.repeats} alternating repeats; command: python benchmarks/tiling_cost.py "
           + " ".join(sys.argv[1:] if argv is None else argv))
     print("| run | tile | overlap | median time / one pass |")

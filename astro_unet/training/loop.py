@@ -37,8 +37,8 @@ __all__ = ["train", "CSV_COLUMNS", "training_loss", "flux_context"]
 
 #: Columns of ``log.csv`` (followed by ``val_f_r<ratio>`` for each validation ratio).
 CSV_COLUMNS = ("step", "lr", "loss", "l1", "mse", "kl", "nll", "grad_norm", "samples_per_s",
-               "seconds", "val_l1", "val_mse", "val_f_measure", "val_tpr", "val_precision", "val_rfe",
-               "val_blank_detections")
+               "seconds", "val_l1", "val_mse", "val_f_measure", "val_tpr", "val_precision",
+               "val_rfe", "val_blank_detections")
 
 # seed streams of the validation data (never used for training)
 _VAL_POOL = 9001
