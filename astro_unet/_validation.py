@@ -117,6 +117,13 @@ def bad_pixel_mask(ccd):
     return bad
 
 
+def is_rate(unit):
+    """Whether ``unit`` is a rate: electron, adu, count or photon per second."""
+    unit = u.Unit(unit)
+    return any(unit.is_equivalent(base / u.s)
+               for base in (u.electron, u.adu, u.count, u.photon))
+
+
 def validate_ratio(ratio, *, name="ratio"):
     """Return ``ratio`` as a float > 1, or raise `ValueError` / `TypeError`."""
     if ratio is None:

@@ -643,12 +643,6 @@ def _read_noise_value(read_noise, norm):
     return value
 
 
-def _is_rate(unit):
-    unit = u.Unit(unit)
-    return any(unit.is_equivalent(base / u.s)
-               for base in (u.electron, u.adu, u.count, u.photon))
-
-
 def _fill_bad(values, bad):
     """Replace ``bad`` pixels by the nearest good pixel's value (in place)."""
     from scipy import ndimage
@@ -710,7 +704,7 @@ def _saturation_level(ccd, saturation):
     if saturation is False:
         return None
     if saturation is None:
-        if _is_rate(ccd.unit) or "SATURATE" not in (ccd.meta or {}):
+        if _validation.is_rate(ccd.unit) or "SATURATE" not in (ccd.meta or {}):
             return None
         value = ccd.meta["SATURATE"]
         value = value[0] if isinstance(value, tuple) else value
@@ -1153,7 +1147,7 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
     if need_time and exptime is None:
         exptime = _validation.get_exposure_time(ccd, exposure_time, required=True)
     ron = _read_noise_value(read_noise, norm)
-    rate = _is_rate(ccd.unit)
+    rate = _validation.is_rate(ccd.unit)
 
     tile, ov, batch_size = _tiling_parameters(data.shape, net, norm, dev, tile_size=tile_size,
                                               overlap=overlap, batch_size=batch_size,

@@ -646,7 +646,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     if need_time and exptime is None:
         exptime = _validation.get_exposure_time(stand_in, exposure_time, required=True)
     ron = denoise._read_noise_value(read_noise, norm)
-    rate = denoise._is_rate(unit)
+    rate = _validation.is_rate(unit)
     tile, ov, batch = denoise._tiling_parameters(
         x.shape, net, norm, dev, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
         mode=mode)

@@ -31,7 +31,8 @@ from astro_unet.training import (
     EXPOSURE_TABLE_COLUMNS, default_data_dir, estimate_gain_from_noise, measure_noise,
 )
 # the library's own parsing of HDU names and rate units, and its robust variance
-from astro_unet.training.data import _hdu_key, _is_rate
+from astro_unet._validation import is_rate
+from astro_unet.training.data import _hdu_key
 from astro_unet.training.noise import _robust_variance
 
 #: Read noise of HST detectors (electrons per read) used in the table.
@@ -288,7 +289,7 @@ def _table_row(rec, data_dir, cache):
         return None
 
     unit = rec["unit"]
-    rate = _is_rate(u.Unit(unit))
+    rate = is_rate(u.Unit(unit))
     ncomb = int(hdr("NCOMBINE") or 0)
     mdriz = float(hdr("MDRIZSKY") or 0.0)
     noise = measure_noise(data, mask=wmask)

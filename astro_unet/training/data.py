@@ -21,6 +21,7 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 
 from .._logging import log_step, set_keyword
+from .._validation import is_rate
 
 __all__ = [
     "EXPOSURE_TABLE_COLUMNS",
@@ -183,16 +184,10 @@ def _hdu_key(value):
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _is_rate(unit):
-    unit = u.Unit(unit)
-    return unit.is_equivalent(u.electron / u.s) or unit.is_equivalent(u.adu / u.s) \
-        or unit.is_equivalent(u.count / u.s)
-
-
 def _electron_factor(row):
     """Electrons per pixel-value unit for ``row``."""
     factor = float(row["gain"])
-    if _is_rate(u.Unit(str(row["unit"]), parse_strict="silent")):
+    if is_rate(u.Unit(str(row["unit"]), parse_strict="silent")):
         factor *= float(row["exposure_time"])
     return factor
 
