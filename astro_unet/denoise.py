@@ -736,13 +736,14 @@ def _saturation_level(ccd, saturation):
 MAX_MEDIAN_SHIFT = 100.0
 
 
-def _check_output(result, x_out, bad, *, ratio, unit_scale):
+def _check_output(result, x_out, bad, *, ratio, unit_scale, noise=None):
     """
     Refuse a network output that is not finite or whose median departs from
     the input's by more than `MAX_MEDIAN_SHIFT` times the larger of the
     background sigma and the network's own unit (``unit_scale``, the
     normalization scale in the output unit), and more than the input's median
-    level itself.
+    level itself.  ``noise`` is the input's background sigma in the output
+    unit when the caller already measured it.
     """
     good = ~bad
     d = np.asarray(result, dtype=np.float64)[good]
@@ -752,7 +753,8 @@ def _check_output(result, x_out, bad, *, ratio, unit_scale):
         d, x = d[::step], x[::step]
     shift = np.median(d - x) if d.size else 0.0
     level = abs(np.median(x)) if d.size else 0.0
-    noise = _background_noise(np.where(bad, np.nan, x_out)) if d.size else 0.0
+    if noise is None:
+        noise = _background_noise(x_out, bad) if d.size else 0.0
     limit = max(MAX_MEDIAN_SHIFT * max(noise, unit_scale), level)
     if not np.all(np.isfinite(d)) or abs(shift) > limit:
         raise RuntimeError(
@@ -761,7 +763,7 @@ def _check_output(result, x_out, bad, *, ratio, unit_scale):
             "ratio or the image is far outside what the model was trained on.")
 
 
-def _finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated):
+def _finish_output(result, x_out, *, ratio, estimate, bad, saturated):
     """
     The output the caller asked for, in place (``result`` holds the mean estimate).
 
@@ -776,7 +778,6 @@ def _finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated):
         result[good] += (x_out[good] - result[good]) / math.sqrt(ratio)
     if saturated is not None and saturated.any():
         result[saturated] = x_out[saturated]
-    return result, sigma
 
 
 def _autocast(device):
@@ -1184,8 +1185,9 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         post=post, dtype=out_dtype)
     x_model *= factor / to_model             # the input in the output unit
     _check_output(result, x_model, bad, ratio=r,
-                  unit_scale=float(norm.get("scale") or 1.0) * factor / to_model)
-    _finish_output(result, sigma, x_model, ratio=r, estimate=estimate, bad=bad,
+                  unit_scale=float(norm.get("scale") or 1.0) * factor / to_model,
+                  noise=None if noise is None else noise * factor / to_model)
+    _finish_output(result, x_model, ratio=r, estimate=estimate, bad=bad,
                    saturated=saturated)
     del x_model
     uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"

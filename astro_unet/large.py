@@ -309,8 +309,8 @@ def _denoise_block(block, block_id=None, *, ctx):
     result = result.astype(ctx.dtype, copy=False)
     sigma = sigma.astype(ctx.dtype, copy=False)
     core_bad = nonfinite[core]
-    denoise._finish_output(result, sigma, x_out, ratio=ctx.post["ratio"],
-                           estimate=ctx.estimate, bad=core_bad, saturated=saturated)
+    denoise._finish_output(result, x_out, ratio=ctx.post["ratio"], estimate=ctx.estimate,
+                           bad=core_bad, saturated=saturated)
     if core_bad.any():
         result[core_bad] = np.nan
         sigma[core_bad] = np.nan

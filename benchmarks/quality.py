@@ -701,6 +701,15 @@ def read_baseline_csv(path):
     return list(csv.DictReader(lines))
 
 
+def summary_from_row(row):
+    """The metrics of one CSV row as numbers (detection counts as integers)."""
+    s = {k: _csv_number(row.get(k)) for k in CSV_FIELDS
+         if k not in ("section", "threshold", "image", "method", "note")}
+    for k in ("n_reference", "n_test", "n_matched"):
+        s[k] = int(s[k])
+    return s
+
+
 def reuse_baselines(path, methods_reused, args, results, blank, realnoise):
     """
     Add the rows of ``methods_reused`` from an earlier run's CSV.
@@ -732,10 +741,7 @@ def reuse_baselines(path, methods_reused, args, results, blank, realnoise):
                 row = pooled_row(r, method, thr)
                 if row is None:
                     raise SystemExit(f"--reuse-baselines {path}: no {method} row at r={r:g}.")
-                s = {k: _csv_number(row.get(k)) for k in CSV_FIELDS
-                     if k not in ("section", "threshold", "image", "method", "note")}
-                for k in keys:
-                    s[k] = int(s[k])
+                s = summary_from_row(row)
                 results[(r, method, thr)] = s
     if blank:
         counts = {}
@@ -762,10 +768,7 @@ def reuse_baselines(path, methods_reused, args, results, blank, realnoise):
         for row in rows:
             if row["section"] != "realnoise":
                 continue
-            s = {k: _csv_number(row.get(k)) for k in CSV_FIELDS
-                 if k not in ("section", "threshold", "image", "method", "note")}
-            for k in keys:
-                s[k] = int(s[k])
+            s = summary_from_row(row)
             if row["method"] == "input":
                 new = realnoise[("input", row["threshold"])]
                 if any(s[k] != new[k] for k in keys):
