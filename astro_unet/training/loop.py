@@ -1278,14 +1278,35 @@ class _Run:
 
 
 def _warm_start(model, init, config):
-    """Load the weights of model file or name ``init`` into ``model`` (same architecture)."""
+    """Load the weights of model file or name ``init`` into ``model``.
+
+    The architecture must be the same, except that a one-channel model may
+    start a two-channel one (``model.out_channels = 2``): the image channel of
+    the output convolution is copied and the new ``log b`` channel starts at
+    zero weights (its bias learns the typical error first).
+    """
+    import torch
+
     from ..weights import load_model
 
     net, info = load_model(init)
-    if info["config"].to_dict() != config.model.to_dict():
+    theirs = info["config"].to_dict()
+    ours = config.model.to_dict()
+    grow = (theirs.get("out_channels") == 1 and ours.get("out_channels") == 2)
+    if grow:
+        theirs["out_channels"] = 2
+    if theirs != ours:
         raise ValueError(f"run.init {init!r} holds another architecture ({info['config']}) "
                          f"than the configuration ({config.model}).")
-    model.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
+    state = {k: v.float() for k, v in net.state_dict().items()}
+    if grow:
+        own = model.state_dict()
+        for key, value in list(state.items()):
+            if own[key].shape != value.shape:     # the output convolution: (1, ...) -> (2, ...)
+                grown = torch.zeros_like(own[key])
+                grown[:1] = value
+                state[key] = grown
+    model.load_state_dict(state)
 
 
 def _command_line():

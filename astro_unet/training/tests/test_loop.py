@@ -440,6 +440,34 @@ def test_warm_start_loads_the_weights_of_a_model_file(tmp_path):
         _warm_start(AstroUNet(other.model), str(path), other)
 
 
+def test_warm_start_grows_a_one_channel_model_into_an_uncertainty_head(tmp_path):
+    import torch
+
+    from astro_unet.model import AstroUNet, save_model
+    from astro_unet.training import load_config
+    from astro_unet.training.loop import _warm_start
+
+    config = load_config("smoke")
+    torch.manual_seed(6)
+    source = AstroUNet(config.model)
+    path = tmp_path / "init.pt"
+    save_model(source, path, normalization=dict(config.normalization), half=False)
+    two = config.replace({"model.out_channels": 2})
+    model = AstroUNet(two.model)
+    _warm_start(model, str(path), two)
+    x = torch.randn(1, 1, 32, 32)
+    cond = torch.tensor([[2.0, 0.0]])[:, :len(config.model.cond_names)]
+    with torch.no_grad():
+        a, b = source(x, cond), model(x, cond)
+    torch.testing.assert_close(b[:, :1], a)            # the image channel is unchanged
+    assert float(b[:, 1].abs().max()) == 0.0           # log b starts at zero
+    # a two-channel model does not shrink into a one-channel one
+    path2 = tmp_path / "two.pt"
+    save_model(model, path2, normalization=dict(two.normalization), half=False)
+    with pytest.raises(ValueError, match="another architecture"):
+        _warm_start(AstroUNet(config.model), str(path2), config)
+
+
 def test_optimisation_reduces_loss_on_fixed_batch(real_dir):
     import torch
 
