@@ -763,19 +763,59 @@ def _check_output(result, x_out, bad, *, ratio, unit_scale, noise=None):
             "ratio or the image is far outside what the model was trained on.")
 
 
-def _finish_output(result, x_out, *, ratio, estimate, bad, saturated):
+def _long_exposure_factor(mean, *, ratio, noise, level, ron, factor):
+    """
+    Per-pixel scale ``alpha`` of the input noise in a real exposure ``ratio`` times longer.
+
+    All values in the output unit; ``factor`` converts short-exposure
+    electrons to it.  The input's variance is the background noise squared
+    (sky, dark and read noise) plus the Poisson variance of the flux above
+    the background level, ``noise**2 + max(mean - level, 0) * factor``.  In
+    the long exposure the Poisson part grows ``ratio`` times and the read
+    noise does not, so that, in the units of the short exposure, its variance
+    is ``poisson / ratio + ron**2 / ratio**2``; ``alpha`` is the square root of
+    their quotient: ``1 / sqrt(ratio)`` without read noise, down to
+    ``1 / ratio`` when the read noise dominates (a read noise above the
+    measured noise counts as equal to it).  Returns ``(alpha, var_in)``.
+    """
+    with np.errstate(invalid="ignore"):
+        source = np.clip(mean - level, 0.0, None) * factor
+    ron = min(ron, noise)          # measured below the read noise: correlated noise
+    var_in = noise ** 2 + source
+    var_poisson = noise ** 2 - ron ** 2 + source
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.sqrt((var_poisson / ratio + ron ** 2 / ratio ** 2) / var_in)
+    alpha = np.clip(np.nan_to_num(alpha, nan=1.0 / math.sqrt(ratio)), 1.0 / ratio,
+                    1.0 / math.sqrt(ratio))
+    return alpha, var_in
+
+
+def _finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated, noise, level,
+                   ron, factor, model_sigma):
     """
     The output the caller asked for, in place (``result`` holds the mean estimate).
 
-    ``x_out`` is the input in the output's unit.  ``estimate="long"`` adds
-    the input's own noise back, scaled to the level of an exposure ``ratio``
-    times longer: ``d + (x - d) / sqrt(ratio)`` (bad pixels keep ``d``).
+    ``x_out`` is the input in the output's unit; ``noise``, ``level`` and
+    ``ron`` are its background noise, background level and the read noise in
+    the same unit, ``factor`` converts short-exposure electrons to it.
+    ``estimate="long"`` adds the input's own noise back, scaled to the level
+    of a real exposure ``ratio`` times longer: ``d + alpha (x - d)``
+    (`_long_exposure_factor`; bad pixels keep ``d``), and ``sigma`` becomes
+    the noise of that exposure, plus ``(1 - alpha)`` times the network's own
+    error where the model has an uncertainty head (``model_sigma``).
     Saturated pixels take the input's value (a lower limit); the caller
     masks them.
     """
     if estimate == "long":
         good = ~bad
-        result[good] += (x_out[good] - result[good]) / math.sqrt(ratio)
+        d = result[good]
+        alpha, var_in = _long_exposure_factor(d, ratio=ratio, noise=noise, level=level,
+                                              ron=ron, factor=factor)
+        result[good] = d + alpha * (x_out[good] - d)
+        var = alpha ** 2 * var_in
+        if model_sigma:
+            var = var + ((1.0 - alpha) * sigma[good]) ** 2
+        sigma[good] = np.sqrt(var)
     if saturated is not None and saturated.any():
         result[saturated] = x_out[saturated]
 
@@ -1024,10 +1064,12 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         (the 4 most recent per name, file and device).
     estimate : {"long", "mean"}
         ``"long"`` (default): an image like a real exposure ``r`` times
-        longer, ``d + (x - d) / sqrt(r)`` for the network's estimate ``d``
-        and the input ``x``: the input's own noise, scaled to the level of
-        the long exposure, stays (white, with the right rms), so detection
-        at the image's own rms behaves as on a real long exposure.
+        longer, ``d + alpha (x - d)`` for the network's estimate ``d`` and
+        the input ``x``: the input's own noise, scaled to the level of the
+        long exposure (``alpha = 1/sqrt(r)`` without read noise, down to
+        ``1/r`` where the read noise dominates), stays (white, with the
+        right rms), so detection at the image's own rms behaves as on a
+        real long exposure.
         ``"mean"``: the network's expected value ``d`` alone, whose
         background is much quieter than any real exposure.  See
         :ref:`estimates`.
@@ -1183,12 +1225,16 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         DEFAULT_ENGINE[dev.type], x_model, net, dev, cond, norm=norm, ron=ron,
         tile_size=tile, overlap=ov, batch_size=batch_size, mode=mode, progress=progress,
         post=post, dtype=out_dtype)
+    noise_bg = _background_noise(x_model, bad) if noise is None else noise
+    level = _background_level(x_model, bad)
     x_model *= factor / to_model             # the input in the output unit
     _check_output(result, x_model, bad, ratio=r,
                   unit_scale=float(norm.get("scale") or 1.0) * factor / to_model,
-                  noise=None if noise is None else noise * factor / to_model)
-    _finish_output(result, x_model, ratio=r, estimate=estimate, bad=bad,
-                   saturated=saturated)
+                  noise=noise_bg * factor / to_model)
+    _finish_output(result, sigma, x_model, ratio=r, estimate=estimate, bad=bad,
+                   saturated=saturated, noise=noise_bg * factor / to_model,
+                   level=level * factor / to_model, ron=ron * factor, factor=factor,
+                   model_sigma=cfg.out_channels == 2)
     del x_model
     uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"
     if nonfinite.any():

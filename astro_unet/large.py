@@ -309,8 +309,9 @@ def _denoise_block(block, block_id=None, *, ctx):
     result = result.astype(ctx.dtype, copy=False)
     sigma = sigma.astype(ctx.dtype, copy=False)
     core_bad = nonfinite[core]
-    denoise._finish_output(result, x_out, ratio=ctx.post["ratio"], estimate=ctx.estimate,
-                           bad=core_bad, saturated=saturated)
+    denoise._finish_output(result, sigma, x_out, ratio=ctx.post["ratio"],
+                           estimate=ctx.estimate, bad=core_bad, saturated=saturated,
+                           **ctx.finish)
     if core_bad.any():
         result[core_bad] = np.nan
         sigma[core_bad] = np.nan
@@ -661,9 +662,11 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         def compute(*args):
             return dask.compute(*args, scheduler="threads", num_workers=workers)
 
-    need_noise, need_level = denoise._statistics_needed(norm, cfg.cond_names)
-    n_bad, noise, level = _scan(x, scale=scale, to_model=to_model, need_noise=need_noise,
-                                need_level=need_level, compute=compute)
+    # the long-exposure output needs both statistics whatever the normalization
+    n_bad, noise_bg, level = _scan(x, scale=scale, to_model=to_model, need_noise=True,
+                                   need_level=True, compute=compute)
+    need_noise, _ = denoise._statistics_needed(norm, cfg.cond_names)
+    noise = noise_bg if need_noise else None     # recorded (DNNOISE) only where used
     norm, cond = denoise._apply_statistics(norm, noise=noise, level=level, ratio=r,
                                            exptime=exptime, ron=ron, cond_names=cfg.cond_names)
     factor = (1.0 if rate else r) / scale
@@ -697,7 +700,10 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
                         device=str(dev), scale=scale, to_model=to_model, norm=norm, ron=ron,
                         cond=cond, plan=plan, batch_size=batch, mode=mode, dtype=out_dtype,
                         post=dict(ratio=r, to_model=to_model, factor=factor),
-                        estimate=estimate, saturation=sat_level)
+                        estimate=estimate, saturation=sat_level,
+                        finish=dict(noise=noise_bg * factor / to_model,
+                                    level=level * factor / to_model, ron=ron * factor,
+                                    factor=factor, model_sigma=cfg.out_channels == 2))
     stacked = da.map_overlap(functools.partial(_denoise_block, ctx=ctx), padded,
                              depth={0: depth_y, 1: depth_x}, boundary="none", trim=False,
                              allow_rechunk=False, new_axis=[0],

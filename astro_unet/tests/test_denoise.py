@@ -206,7 +206,7 @@ def test_uncertainty_poisson_estimate_is_not_the_input():
     ccd.uncertainty = StdDevUncertainty(np.full(ccd.shape, 123.0))
     ron = 3.0
     out = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
-                      read_noise=ron * u.electron)
+                      read_noise=ron * u.electron, estimate="mean")
     assert isinstance(out.uncertainty, StdDevUncertainty)
     assert not np.allclose(out.uncertainty.array, 123.0)
     # a long exposure of r*N electrons: sqrt(r N + RON^2) electrons
@@ -214,17 +214,57 @@ def test_uncertainty_poisson_estimate_is_not_the_input():
     np.testing.assert_allclose(out.uncertainty.array, expected, rtol=1e-5)
     assert kw(out.meta, "DNUNCERT") == "poisson-estimate"
     np.testing.assert_array_equal(ccd.uncertainty.array, 123.0)
+    # the long estimate: the noise it carries, alpha * sqrt(var_in) in the output unit
+    long = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
+                       read_noise=ron * u.electron)
+    noise = dn._background_noise(ccd.data) * RATIO    # output unit: long-exposure counts
+    level = np.median(ccd.data) * RATIO
+    alpha, var_in = dn._long_exposure_factor(long.data, ratio=RATIO, noise=noise,
+                                             level=level, ron=ron * RATIO, factor=RATIO)
+    np.testing.assert_allclose(long.uncertainty.array, alpha * np.sqrt(var_in), rtol=1e-4)
+
+
+def test_long_exposure_factor_is_the_noise_of_a_real_long_exposure():
+    # short exposure: sky s electrons, read noise R; long: r s electrons, same R
+    s, R, r = 30.0, 8.0, 4.0
+    for flux in (0.0, 200.0):
+        alpha, var_in = dn._long_exposure_factor(np.array([s + flux]), ratio=r,
+                                                 noise=math.sqrt(s + R ** 2), level=s,
+                                                 ron=R, factor=1.0)
+        assert var_in[0] == pytest.approx(s + flux + R ** 2)
+        # in the short exposure's units, the long one's variance is (r (s+f) + R^2) / r^2
+        assert alpha[0] ** 2 * var_in[0] == pytest.approx((r * (s + flux) + R ** 2) / r ** 2)
+    # no read noise: 1/sqrt(r); read noise only: 1/r; never outside those
+    a0, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=math.sqrt(s), level=s,
+                                     ron=0.0, factor=1.0)
+    a1, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=R,
+                                     factor=1.0)
+    # a read noise above the measured noise (e.g. correlated noise): read-noise limit
+    a2, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=2 * R,
+                                     factor=1.0)
+    assert a0[0] == pytest.approx(0.5) and a1[0] == pytest.approx(0.25)
+    assert a2[0] == pytest.approx(0.25)
 
 
 def test_uncertainty_from_model_channel():
     ccd = make_ccd("electron/s")
     net = zero_head_net(out_channels=2)     # log b = 0 -> b = 1 in asinh space
-    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    out = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", estimate="mean")
     scale = dn.DEFAULT_NORMALIZATION["scale"]
     y = np.arcsinh(ccd.data * EXPTIME / scale)
     expected = math.sqrt(2) * scale * np.cosh(y) / EXPTIME
     np.testing.assert_allclose(out.uncertainty.array, expected, rtol=1e-5)
     assert kw(out.meta, "DNUNCERT") == "model"
+    # the long estimate: its noise plus (1 - alpha) times the network's error
+    long = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    x = np.asarray(ccd.data, float)              # rates: output unit = input unit
+    alpha, var_in = dn._long_exposure_factor(
+        out.data, ratio=RATIO, noise=dn._background_noise(x * EXPTIME) / EXPTIME,
+        level=np.median(x), ron=0.0, factor=1.0 / EXPTIME)
+    np.testing.assert_allclose(long.uncertainty.array,
+                               np.sqrt(alpha ** 2 * var_in + ((1 - alpha) * expected) ** 2),
+                               rtol=1e-4)
+    assert kw(long.meta, "DNUNCERT") == "model"
 
 
 def test_nddata_in_nddata_out():
@@ -663,8 +703,9 @@ def test_long_estimate_adds_the_input_noise_scaled_to_the_long_exposure():
     # the added noise: the input's, at the level of the long exposure (rms / sqrt(r) in rate)
     np.testing.assert_allclose(np.std(long.data - mean.data),
                                np.std(x_long - mean.data) / 2.0, rtol=1e-6)
-    # same uncertainty model for both (the noise of a real long exposure)
-    np.testing.assert_allclose(long.uncertainty.array, mean.uncertainty.array)
+    # the long estimate carries the noise it added (no read noise: sqrt(var_in) / 2)
+    assert np.median(long.uncertainty.array) == pytest.approx(
+        2 * dn._background_noise(ccd.data), rel=0.3)
     with pytest.raises(ValueError, match="estimate must be one of"):
         denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="median")
 

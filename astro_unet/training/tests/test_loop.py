@@ -140,7 +140,7 @@ def test_builtin_configs_and_roundtrip():
     ({"run.amp": 1}, r"run\.amp must be true or false"),
     ({"data.ratio_schedule": "random"}, r"data\.ratio_schedule must be one of"),
     ({"data.crop_size": 100}, r"multiple of 16"),
-    ({"loss.nll": 1.0}, r"out_channels = 2"),
+    ({"loss.nll": 1.0, "model.out_channels": 1}, r"out_channels = 2"),
     ({"data.instruments": {"jwst": 1.0}}, r"unknown instrument 'jwst'"),
     ({"data.t_long": [100, 10]}, r"data\.t_long must be a \[low, high\] pair"),
     ({"model.depth": 1}, r"depth must be >= 2"),
