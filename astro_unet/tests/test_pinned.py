@@ -1,0 +1,337 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Bit-exact regression pins of the inference code (CPU, fixed seeds).
+
+The expected digests were computed with the code as it was before
+`astro_unet.denoise` was split by concern (issue 12): `denoise_ccd` (both
+estimates, masked and NaN pixels, saturation, one- and two-channel models,
+several blended tiles, the paper mosaic and the device-resident engine run
+on the CPU), `denoise_large`, `denoise_files` and `simulate_short_exposure`.
+A refactoring must leave them unchanged; a deliberate change of behaviour
+updates them in the same commit and says why.  Everything is tiny and made
+in the test.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData
+
+from astro_unet import denoise_ccd, simulate_short_exposure
+
+torch = pytest.importorskip("torch")
+
+from astro_unet import denoise as dn  # noqa: E402
+from astro_unet.model import AstroUNet  # noqa: E402
+
+SHAPE = (96, 80)
+EXPTIME = 50.0
+NOISE_NORM = {"unit": "electron", "transform": "asinh", "scale": "noise", "noise_factor": 2.0,
+              "offset": "median"}
+ANSCOMBE = {"unit": "electron/s", "transform": "anscombe", "read_noise": 3.0}
+CARDS = ("EXPTIME", "DNMODEL", "DNSHA256", "DNSHAOF", "DNRATIO", "DNESTIM", "DNTILE",
+         "DNOVERLP", "DNMODE", "DNDEVICE", "DNUNCERT", "DNNSAT", "DNNOISE")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (see conftest.py)."""
+
+
+def _digest(*arrays):
+    """sha256 of the dtype, shape and bytes of each array, in order."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _net(seed, **kw):
+    torch.manual_seed(seed)
+    return AstroUNet(base_channels=4, depth=3, residual=True, **kw)
+
+
+def _model(kind):
+    if kind == "one":
+        return (_net(3, cond_names=("ratio", "log_noise")), {"normalization": NOISE_NORM})
+    return (_net(4, cond_names=("ratio", "log_exptime", "read_noise"), out_channels=2),
+            {"normalization": ANSCOMBE})
+
+
+def _pixels(seed=0, shape=SHAPE):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    expected = np.full(shape, 30.0)
+    for _ in range(8):
+        y, x = rng.uniform(3, shape[0] - 3), rng.uniform(3, shape[1] - 3)
+        expected += rng.uniform(300, 8000) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 5.0)
+    return rng.poisson(expected).astype(np.float64) + rng.normal(0.0, 3.0, shape)
+
+
+def _ccd(unit="electron", dtype=np.float64):
+    data = _pixels()
+    if unit == "electron/s":
+        data = data / EXPTIME
+    data = data.astype(dtype)
+    data[10, 11] = np.nan
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[40:42, 30:33] = True
+    meta = {"EXPTIME": EXPTIME}
+    if unit == "electron":
+        meta["SATURATE"] = 6000.0
+    return CCDData(data, unit=unit, mask=mask, meta=fits.Header(meta))
+
+
+def _result_values(out):
+    cards = tuple((k, out.meta[k]) for k in CARDS if k in out.meta)
+    return _digest(out.data, out.uncertainty.array, out.mask), cards
+
+
+CCD_CASES = {
+    "long": dict(model="one", unit="electron", estimate="long"),
+    "mean": dict(model="one", unit="electron", estimate="mean"),
+    "two_channel": dict(model="two", unit="electron/s", estimate="long", dtype=np.float32),
+    "two_channel_mean": dict(model="two", unit="electron/s", estimate="mean"),
+    "paper": dict(model="one", unit="electron", estimate="long", mode="paper", overlap=24),
+}
+
+
+def _ccd_pins():
+    out = {}
+    for name, case in CCD_CASES.items():
+        case = dict(case)
+        ccd = _ccd(case.pop("unit"), case.pop("dtype", np.float64))
+        result = denoise_ccd(ccd, ratio=3, model=_model(case.pop("model")), device="cpu",
+                             tile_size=32, overlap=case.pop("overlap", 8), batch_size=2,
+                             **case)
+        out[name] = _result_values(result)
+    return out
+
+
+EXPECTED_CCD = {'long': ('40bc2823b5246213f1f70b4cf32133f78a819bf6d89f8a5ade2d336818e1ca12',
+                         (('EXPTIME', 150.0),
+                          ('DNMODEL', 'in-memory'),
+                          ('DNSHA256',
+                           '02a171d932be332dde449eb8d8de466e3a75606e3144943c71b52fd05044c01a'),
+                          ('DNSHAOF', 'weights'),
+                          ('DNRATIO', 3.0),
+                          ('DNESTIM', 'long'),
+                          ('DNTILE', 32),
+                          ('DNOVERLP', 8),
+                          ('DNMODE', 'feather'),
+                          ('DNDEVICE', 'cpu'),
+                          ('DNUNCERT', 'poisson-estimate'),
+                          ('DNNSAT', 4),
+                          ('DNNOISE', 7.0587))),
+                'mean': ('41e493a151c6eff57a1b8c9ceb67a8fe6242f2120e71f042a5ed79aea568d2d8',
+                         (('EXPTIME', 150.0),
+                          ('DNMODEL', 'in-memory'),
+                          ('DNSHA256',
+                           '02a171d932be332dde449eb8d8de466e3a75606e3144943c71b52fd05044c01a'),
+                          ('DNSHAOF', 'weights'),
+                          ('DNRATIO', 3.0),
+                          ('DNESTIM', 'mean'),
+                          ('DNTILE', 32),
+                          ('DNOVERLP', 8),
+                          ('DNMODE', 'feather'),
+                          ('DNDEVICE', 'cpu'),
+                          ('DNUNCERT', 'poisson-estimate'),
+                          ('DNNSAT', 4),
+                          ('DNNOISE', 7.0587))),
+                'paper': ('618e9b51af0783a4a3d6cdfd68c0c575fc984ccc5d13cbd02362023440fa6f45',
+                          (('EXPTIME', 150.0),
+                           ('DNMODEL', 'in-memory'),
+                           ('DNSHA256',
+                            '02a171d932be332dde449eb8d8de466e3a75606e3144943c71b52fd05044c01a'),
+                           ('DNSHAOF', 'weights'),
+                           ('DNRATIO', 3.0),
+                           ('DNESTIM', 'long'),
+                           ('DNTILE', 32),
+                           ('DNOVERLP', 24),
+                           ('DNMODE', 'paper'),
+                           ('DNDEVICE', 'cpu'),
+                           ('DNUNCERT', 'poisson-estimate'),
+                           ('DNNSAT', 4),
+                           ('DNNOISE', 7.0587))),
+                'two_channel': ('52bd3ff236ec7b5a153336b274ea9f77ce74a101a4b319dc3938a316d69e05f6',
+                                (('EXPTIME', 150.0),
+                                 ('DNMODEL', 'in-memory'),
+                                 ('DNSHA256',
+                                  '6b83f2fadd748800fa55916aadb6e8e38fb2b4d9d48e4b5eae3b52dcfcc43616'),
+                                 ('DNSHAOF', 'weights'),
+                                 ('DNRATIO', 3.0),
+                                 ('DNESTIM', 'long'),
+                                 ('DNTILE', 32),
+                                 ('DNOVERLP', 8),
+                                 ('DNMODE', 'feather'),
+                                 ('DNDEVICE', 'cpu'),
+                                 ('DNUNCERT', 'model'))),
+                'two_channel_mean': ('eb9104396e7aa05a661ca45596ea1628f5ad3b562cd2611f05c950e71032770f',
+                                     (('EXPTIME', 150.0),
+                                      ('DNMODEL', 'in-memory'),
+                                      ('DNSHA256',
+                                       '6b83f2fadd748800fa55916aadb6e8e38fb2b4d9d48e4b5eae3b52dcfcc43616'),
+                                      ('DNSHAOF', 'weights'),
+                                      ('DNRATIO', 3.0),
+                                      ('DNESTIM', 'mean'),
+                                      ('DNTILE', 32),
+                                      ('DNOVERLP', 8),
+                                      ('DNMODE', 'feather'),
+                                      ('DNDEVICE', 'cpu'),
+                                      ('DNUNCERT', 'model')))}
+
+
+def test_denoise_ccd_pins():
+    assert _ccd_pins() == EXPECTED_CCD
+
+
+EXPECTED_TORCH_ENGINE = {'one': ('75ac932d602e9b19c2c9a574a8323af09058659996ccf2583f9ec133b28a74e8',
+                                 (('EXPTIME', 150.0),
+                                  ('DNMODEL', 'in-memory'),
+                                  ('DNSHA256',
+                                   '02a171d932be332dde449eb8d8de466e3a75606e3144943c71b52fd05044c01a'),
+                                  ('DNSHAOF', 'weights'),
+                                  ('DNRATIO', 3.0),
+                                  ('DNESTIM', 'long'),
+                                  ('DNTILE', 32),
+                                  ('DNOVERLP', 8),
+                                  ('DNMODE', 'feather'),
+                                  ('DNDEVICE', 'cpu'),
+                                  ('DNUNCERT', 'poisson-estimate'),
+                                  ('DNNSAT', 4),
+                                  ('DNNOISE', 7.0587))),
+                         'two': ('b387a745cdba8d98b8f7fab9c868e115d2b55be8c8c6436e6ece5fe346bfabac',
+                                 (('EXPTIME', 150.0),
+                                  ('DNMODEL', 'in-memory'),
+                                  ('DNSHA256',
+                                   '6b83f2fadd748800fa55916aadb6e8e38fb2b4d9d48e4b5eae3b52dcfcc43616'),
+                                  ('DNSHAOF', 'weights'),
+                                  ('DNRATIO', 3.0),
+                                  ('DNESTIM', 'long'),
+                                  ('DNTILE', 32),
+                                  ('DNOVERLP', 8),
+                                  ('DNMODE', 'feather'),
+                                  ('DNDEVICE', 'cpu'),
+                                  ('DNUNCERT', 'model')))}
+
+
+def test_denoise_ccd_torch_engine_on_cpu(monkeypatch):
+    """The device-resident engine (the CUDA default), run on the CPU."""
+    monkeypatch.setitem(dn.DEFAULT_ENGINE, "cpu", "torch")
+    out = {}
+    for kind, unit in (("one", "electron"), ("two", "electron/s")):
+        result = denoise_ccd(_ccd(unit), ratio=3, model=_model(kind), device="cpu",
+                             tile_size=32, overlap=8, batch_size=3)
+        out[kind] = _result_values(result)
+    assert out == EXPECTED_TORCH_ENGINE
+
+
+EXPECTED_LARGE = {'one': (['PRIMARY', 'UNCERT', 'MASK'],
+                          'dacdc7d5b36c381e96d7be13a5bec10b1a285200e825d54cee06b82861a98a5f',
+                          (('EXPTIME', 150.0),
+                           ('DNMODEL', 'in-memory'),
+                           ('DNSHA256',
+                            '02a171d932be332dde449eb8d8de466e3a75606e3144943c71b52fd05044c01a'),
+                           ('DNSHAOF', 'weights'),
+                           ('DNRATIO', 3.0),
+                           ('DNESTIM', 'long'),
+                           ('DNTILE', 32),
+                           ('DNOVERLP', 8),
+                           ('DNMODE', 'feather'),
+                           ('DNDEVICE', 'cpu'),
+                           ('DNUNCERT', 'poisson-estimate'),
+                           ('DNNOISE', 7.02358))),
+                  'two': (['PRIMARY', 'UNCERT', 'MASK'],
+                          '9e7639cedafffa6cc31d6436863aa2de8fec8e4f6df0b4e09501b109dfe93f42',
+                          (('EXPTIME', 150.0),
+                           ('DNMODEL', 'in-memory'),
+                           ('DNSHA256',
+                            '6b83f2fadd748800fa55916aadb6e8e38fb2b4d9d48e4b5eae3b52dcfcc43616'),
+                           ('DNSHAOF', 'weights'),
+                           ('DNRATIO', 3.0),
+                           ('DNESTIM', 'long'),
+                           ('DNTILE', 32),
+                           ('DNOVERLP', 8),
+                           ('DNMODE', 'feather'),
+                           ('DNDEVICE', 'cpu'),
+                           ('DNUNCERT', 'model')))}
+
+
+def test_denoise_large_pins(tmp_path):
+    pytest.importorskip("dask")
+    from astro_unet import denoise_large
+
+    out = {}
+    for kind, unit in (("one", "electron"), ("two", "electron/s")):
+        data = _pixels(1)
+        if unit == "electron/s":
+            data = data / EXPTIME
+        data = data.astype(np.float32)
+        data[50, 7] = np.nan
+        header = fits.Header({"BUNIT": unit, "EXPTIME": EXPTIME})
+        path = tmp_path / f"{kind}.fits"
+        fits.writeto(path, data, header)
+        written = denoise_large(path, tmp_path / f"{kind}_out.fits", ratio=3,
+                                model=_model(kind), chunk_size=40, tile_size=32, overlap=8,
+                                batch_size=2, device="cpu")
+        with fits.open(written) as hdul:
+            names = [h.name for h in hdul]
+            arrays = [h.data for h in hdul]
+            cards = tuple((k, hdul[0].header[k]) for k in CARDS if k in hdul[0].header)
+        out[kind] = (names, _digest(*arrays), cards)
+    assert out == EXPECTED_LARGE
+
+
+EXPECTED_FILES = 'a35c5ebdd08e827978e251b26abfeef7e22062fcae92fa30a8146827f79fde36'
+
+
+def test_denoise_files_pins(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    from astro_unet import denoise_files
+    from astro_unet.model import save_model
+
+    net, info = _model("one")
+    model_file = tmp_path / "one.pt"
+    save_model(net, model_file, normalization=info["normalization"])
+    data = _pixels(2).astype(np.float32)
+    fits.writeto(tmp_path / "a.fits", data, fits.Header({"BUNIT": "electron",
+                                                        "EXPTIME": EXPTIME}))
+    with Client(processes=False, n_workers=1, threads_per_worker=1, protocol="tcp",
+                host="127.0.0.1", dashboard_address="127.0.0.1:0") as client:
+        table = denoise_files([str(tmp_path / "a.fits")], tmp_path / "out", ratio=3,
+                              model=str(model_file), client=client, device="cpu",
+                              tile_size=32, overlap=8)
+    assert list(table["status"]) == ["ok"]
+    with fits.open(tmp_path / "out" / "a_denoised.fits") as hdul:
+        assert _digest(*[h.data for h in hdul if h.data is not None]) == EXPECTED_FILES
+
+
+EXPECTED_SIMULATE = {'counts': ('47849e5a601d0404457ecdca4fc214929403c6aa6cdcee47b61771f5de0a45ca',
+                                12.5),
+                     'rate': ('994da3bb4bc82d617eaa4655f2ad83c41a013e1ced7fbb555754152af8808c56',
+                              12.5),
+                     'wfc3': ('e2df5142dd549d78be6c5ac2a3ee3ff9dc024cdc86b3f1192fbf458f0069d3af',
+                              12.5)}
+
+
+def test_simulate_short_exposure_pins():
+    long_rate = CCDData(_pixels(3) / EXPTIME, unit="electron/s",
+                        meta={"EXPTIME": EXPTIME, "MDRIZSKY": 0.2})
+    long_counts = CCDData(_pixels(4) / 2.0, unit="adu", meta={"EXPTIME": EXPTIME,
+                                                             "GAIN": 2.0})
+    out = {}
+    for name, ccd, kw in (("rate", long_rate, dict(read_noise=3.0, sky="header")),
+                          ("wfc3", long_rate, dict(detector="wfc3_uvis")),
+                          ("counts", long_counts, dict(read_noise=4.0, dark_current=0.05))):
+        short = simulate_short_exposure(ccd, 4, seed=7, **kw)
+        arrays = [short.data]
+        if short.uncertainty is not None:
+            arrays.append(short.uncertainty.array)
+        out[name] = (_digest(*arrays), short.meta["EXPTIME"])
+    assert out == EXPECTED_SIMULATE
