@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 torch = pytest.importorskip("torch")
 
 from astro_unet import denoise_ccd  # noqa: E402
+from astro_unet import _inference  # noqa: E402
 from astro_unet import denoise as dn  # noqa: E402
 from astro_unet.model import AstroUNet, ModelFileError, save_model  # noqa: E402
 
@@ -431,7 +432,7 @@ def test_model_file_roundtrip_and_cache(tmp_path):
     hdr = from_file.meta
     assert hdr["DNSHA256"] == digest and hdr["DNVER"] == "1.2" and hdr["DNSHAOF"] == "file"
     # the loaded model is cached per (name, file, device)...
-    keys = [k for k in dn._model_cache if k[1] == str(path)]
+    keys = [k for k in _inference.model_cache if k[1] == str(path)]
     assert len(keys) == 1
     again = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
     np.testing.assert_array_equal(again.data, from_file.data)
@@ -441,7 +442,7 @@ def test_model_file_roundtrip_and_cache(tmp_path):
     changed = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
     assert changed.meta["DNSHA256"] == digest2
     assert not np.array_equal(changed.data, from_file.data)
-    assert len(dn._model_cache) <= dn._CACHE_SIZE
+    assert len(_inference.model_cache) <= _inference.CACHE_SIZE
 
 
 def test_long_model_name_gives_valid_fits_cards(tmp_path):
@@ -545,25 +546,25 @@ def test_in_memory_model_copy_is_cached_until_weights_change():
     ccd = make_ccd()
     net = random_net()
     first = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    prepared = dn._instance_cache[net]["cpu"][1]
+    prepared = _inference.instance_cache[net]["cpu"][1]
     assert prepared is not net
     denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    assert dn._instance_cache[net]["cpu"][1] is prepared
+    assert _inference.instance_cache[net]["cpu"][1] is prepared
     with torch.no_grad():
         net.head.bias += 1.0                      # an in-place update, like an optimiser step
     changed = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    assert dn._instance_cache[net]["cpu"][1] is not prepared
+    assert _inference.instance_cache[net]["cpu"][1] is not prepared
     assert changed.meta["DNSHA256"] != first.meta["DNSHA256"]
     assert not np.allclose(changed.data, first.data)
 
 
 def test_autocast_setting_is_validated(monkeypatch):
-    assert dn._autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
+    assert _inference.autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
     monkeypatch.setattr(dn, "AUTOCAST_DTYPE", "int8")
     with pytest.raises(ValueError, match="AUTOCAST_DTYPE"):
-        dn._autocast(torch.device("cuda"))
+        _inference.autocast(torch.device("cuda"))
     monkeypatch.setattr(dn, "AUTOCAST_DTYPE", None)
-    assert dn._autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
+    assert _inference.autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
 
 
 class TestNoiseScaledNormalization:
@@ -581,41 +582,41 @@ class TestNoiseScaledNormalization:
         return net
 
     def test_background_noise_estimator(self):
-        from astro_unet.denoise import _background_noise
+        from astro_unet._normalization import background_noise
 
         rng = np.random.default_rng(1)
         img = rng.normal(100.0, 7.0, (200, 200))
         img[50:60, 50:60] += 1e5                       # a bright source barely matters
-        assert _background_noise(img) == pytest.approx(7.0, rel=0.05)
+        assert background_noise(img) == pytest.approx(7.0, rel=0.05)
         bad = np.zeros(img.shape, bool)
         bad[:, :100] = True
         img[:, :100] = 1e9
-        assert _background_noise(img, bad) == pytest.approx(7.0, rel=0.07)
+        assert background_noise(img, bad) == pytest.approx(7.0, rel=0.07)
 
     def test_network_input_matches_denoise_ccd(self):
         import torch
 
-        from astro_unet.denoise import _inverse_transform, _network_input, _network_target
+        from astro_unet._normalization import inverse_transform, network_input, network_target
 
         net = self._net()
         rng = np.random.default_rng(2)
         electrons = rng.poisson(30.0, (64, 64)).astype(float)
         ccd = CCDData(electrons.copy(), unit="electron", meta={"EXPTIME": 10.0})
         out = denoise_ccd(ccd, ratio=3, model=net, device="cpu", tile_size=64, estimate="mean")
-        x, cond, ctx = _network_input(electrons, norm=net.normalization, ratio=3,
-                                      exptime=10.0, read_noise=0.0,
-                                      cond_names=net.config.cond_names)
+        x, cond, ctx = network_input(electrons, norm=net.normalization, ratio=3,
+                                     exptime=10.0, read_noise=0.0,
+                                     cond_names=net.config.cond_names)
         assert cond[0] == 3 and cond[1] == pytest.approx(np.log10(ctx["noise"]))
         assert ctx["norm"]["scale"] == pytest.approx(2.0 * ctx["noise"])
         assert out.meta["DNNOISE"] == pytest.approx(ctx["noise"], rel=1e-5)
         with torch.inference_mode():
             y = net(torch.from_numpy(x)[None, None], torch.from_numpy(cond)[None])[0, 0]
-        direct, _ = _inverse_transform(y.double().numpy(), ctx["norm"], 0.0)
+        direct, _ = inverse_transform(y.double().numpy(), ctx["norm"], 0.0)
         # counts: the output is the long exposure, r times the short-exposure estimate
         np.testing.assert_allclose(out.data, 3 * direct, rtol=1e-4, atol=1e-4)
         # a target transformed with the same context round-trips
-        t = _network_target(electrons, norm=net.normalization, ctx=ctx)
-        back, _ = _inverse_transform(t.astype(float), ctx["norm"], 0.0)
+        t = network_target(electrons, norm=net.normalization, ctx=ctx)
+        back, _ = inverse_transform(t.astype(float), ctx["norm"], 0.0)
         np.testing.assert_allclose(back, electrons, rtol=1e-5, atol=1e-4)
 
     def test_bad_noise_factor(self):
@@ -628,17 +629,17 @@ class TestNoiseScaledNormalization:
 
 def test_median_offset_keeps_sky_noise_visible():
     """``offset="median"``: a sky pedestal does not squash the background noise."""
-    from astro_unet.denoise import _inverse_transform, _network_input
+    from astro_unet._normalization import inverse_transform, network_input
 
     rng = np.random.default_rng(5)
     sky = rng.poisson(5000.0, (64, 64)).astype(float)
     norm = {"unit": "electron", "transform": "asinh", "scale": "noise", "noise_factor": 3.0}
     spread = {}
     for offset in (0.0, "median"):
-        x, _, ctx = _network_input(sky, norm=dict(norm, offset=offset), ratio=2, exptime=1.0,
-                                   read_noise=0.0, cond_names=("ratio",))
+        x, _, ctx = network_input(sky, norm=dict(norm, offset=offset), ratio=2, exptime=1.0,
+                                  read_noise=0.0, cond_names=("ratio",))
         spread[offset] = x.std()
-        back, _ = _inverse_transform(x.astype(float), ctx["norm"], 0.0)
+        back, _ = inverse_transform(x.astype(float), ctx["norm"], 0.0)
         np.testing.assert_allclose(back, sky, rtol=1e-5)
     assert ctx["norm"]["offset"] == pytest.approx(5000.0, abs=10)
     assert spread["median"] > 0.25

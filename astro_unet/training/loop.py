@@ -461,12 +461,12 @@ class _Validator:
                 self.real_files.append(str(row["path"]))
                 ref_ccd = CCDData(np.asarray(ccd.data, dtype=np.float64), unit="electron",
                                   mask=mask, meta={"EXPTIME": float(row["exposure_time"])})
-                from .pairs import _real_dark_current
+                from .pairs import real_dark_current
 
                 for k, r in enumerate(v.ratios):
                     p = real_pair(ccd.data, mask=mask, exptime=float(row["exposure_time"]),
                                   ratio=r, read_noise=float(row["read_noise"]),
-                                  dark_current=_real_dark_current(str(row["path"])),
+                                  dark_current=real_dark_current(str(row["path"])),
                                   sky_level=float(row["sky_level"]),
                                   sky_subtracted=bool(row["sky_subtracted"]),
                                   rng=np.random.default_rng([seed, _VAL_REAL, i, k]),

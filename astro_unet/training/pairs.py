@@ -370,9 +370,9 @@ def network_arrays(pair, *, norm, cond_names):
     """
     A pair in the network's space, built as `~astro_unet.denoise_ccd` builds its input.
 
-    Calls ``astro_unet.denoise._network_input`` on the input (normalization,
+    Calls ``astro_unet._normalization.network_input`` on the input (normalization,
     bad-pixel filling, noise-scaled transform, conditioning vector) and
-    ``astro_unet.denoise._network_target`` on the target with the same
+    ``astro_unet._normalization.network_target`` on the target with the same
     context.
 
     Parameters
@@ -405,13 +405,13 @@ def network_arrays(pair, *, norm, cond_names):
     >>> float(t[0, 0]), cond.tolist(), float(valid.min())     # 100 e / 2 / 10
     (5.0, [2.0], 1.0)
     """
-    from ..denoise import _network_input, _network_target
+    from .._normalization import network_input, network_target
 
     bad = pair.mask | ~np.isfinite(pair.input)
-    x, cond, ctx = _network_input(pair.input, norm=norm, ratio=pair.ratio, exptime=pair.exptime,
-                                  read_noise=pair.read_noise, cond_names=tuple(cond_names),
-                                  bad=bad if bad.any() else None)
-    target = _network_target(np.where(bad, 0.0, pair.target), norm=norm, ctx=ctx)
+    x, cond, ctx = network_input(pair.input, norm=norm, ratio=pair.ratio, exptime=pair.exptime,
+                                 read_noise=pair.read_noise, cond_names=tuple(cond_names),
+                                 bad=bad if bad.any() else None)
+    target = network_target(np.where(bad, 0.0, pair.target), norm=norm, ctx=ctx)
     valid = ~bad & np.isfinite(target) & np.isfinite(x)
     target = np.where(valid, target, 0.0).astype(np.float32)
     x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
@@ -684,7 +684,7 @@ class PairDataset:
         path = str(row["path"])
         return real_pair(crop, mask=mask, exptime=float(row["exposure_time"]), ratio=ratio,
                          read_noise=float(row["read_noise"]),
-                         dark_current=_real_dark_current(path),
+                         dark_current=real_dark_current(path),
                          sky_level=float(row["sky_level"]),
                          sky_subtracted=bool(row["sky_subtracted"]), rng=noise_rng,
                          source=f"real:{path}")
@@ -703,7 +703,7 @@ class PairDataset:
                 torch.from_numpy(target[None]), torch.from_numpy(valid[None]))
 
 
-def _real_dark_current(path):
+def real_dark_current(path):
     """Dark current (e-/s) of the detector a real image comes from (0 when unknown)."""
     name = os.path.basename(path).lower()
     if "wfc3" in name:
