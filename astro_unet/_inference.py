@@ -249,39 +249,64 @@ def cond_tensor(cond, device):
     return torch.tensor([cond], dtype=torch.float32, device=device) if cond else None
 
 
-def engine_numpy(x_model, net, device, cond, *, norm, ron, tile_size, overlap, batch_size,
-                 mode, progress, post, dtype):
-    """Host engine: numpy transforms, `process_tiles` blending (CPU default)."""
-    import torch
+def host_predictor(net, device, cond_t):
+    """
+    ``func`` of `~astro_unet.tiling.blend_tiles` on the host: numpy tiles in, numpy out.
 
-    # float32 like the network; the output side works in the output's dtype
-    net_in = forward_transform(x_model.astype(np.float32), norm, ron)
-    net_in = net_in.astype(np.float32, copy=False)
-    cond_t = cond_tensor(cond, device)
+    Parameters
+    ----------
+    net : `~astro_unet.model.AstroUNet`
+        The prepared network.
+    device : `torch.device`
+        Its device.
+    cond_t : `torch.Tensor` or None
+        Conditioning values (`cond_tensor`).
+    """
+    import torch
 
     def run(tiles):
         x = torch.from_numpy(tiles).unsqueeze(1).to(device)
         return forward_batch(net, x, cond_t).cpu().numpy()
 
+    return run
+
+
+def host_output(out, *, norm, ron, post, dtype):
+    """
+    Blended network output ``(C, h, w)`` (numpy) -> ``(image, sigma)`` of ``dtype``.
+
+    `~astro_unet._normalization.network_to_output` in the output's dtype.
+    """
+    out = out.astype(dtype, copy=False)
+    result, sigma = network_to_output(out, norm=norm, ron=ron, **post)
+    return result.astype(dtype, copy=False), sigma.astype(dtype, copy=False)
+
+
+def engine_numpy(x_model, net, device, cond, *, norm, ron, tile_size, overlap, batch_size,
+                 mode, progress, post, dtype):
+    """Host engine: numpy transforms, `~astro_unet.tiling.process_tiles` blending (CPU)."""
+    # float32 like the network; the output side works in the output's dtype
+    net_in = forward_transform(x_model.astype(np.float32), norm, ron)
+    net_in = net_in.astype(np.float32, copy=False)
+    run = host_predictor(net, device, cond_tensor(cond, device))
     out = process_tiles(net_in, run, tile_size=tile_size, overlap=overlap,
                         batch_size=batch_size, size_multiple=net.size_multiple, mode=mode,
                         progress=progress)
     del net_in
-    out = out.astype(dtype, copy=False)
-    result, sigma = network_to_output(out, norm=norm, ron=ron, **post)
-    return result.astype(dtype, copy=False), sigma.astype(dtype, copy=False)
+    return host_output(out, norm=norm, ron=ron, post=post, dtype=dtype)
 
 
 def engine_torch(x_model, net, device, cond, *, norm, ron, tile_size, overlap, batch_size,
                  mode, progress, post, dtype):
     """
     Device-resident engine (CUDA default): the image goes to the device once;
-    transform, tiles, feathered blending (same plan and windows as
-    `astro_unet.tiling.process_tiles`) and the inverse transform run there.
+    transform, tiles, blending (`~astro_unet.tiling.blend_tiles` with torch
+    arrays: the same plan, windows and loop as on the host, in float32) and
+    the inverse transform run there.
     """
     import torch
 
-    from .tiling import _Progress, feather_window, pad_for_plan, plan_tiles
+    from .tiling import TorchTiles, blend_tiles, crop_padding, pad_for_plan, plan_tiles
 
     ops = torch_ops()
     plan = plan_tiles(x_model.shape, tile_size=tile_size, overlap=overlap,
@@ -291,40 +316,12 @@ def engine_torch(x_model, net, device, cond, *, norm, ron, tile_size, overlap, b
     net_in = forward_transform(x, norm, ron, ops)
     del x
     cond_t = cond_tensor(cond, device)
-    th, tw = plan.tile_shape
-    ny, nx = plan.padded_shape
-    accum = None
-    weight_sum = torch.zeros((ny, nx), dtype=torch.float32, device=device)
-    windows = {}
-    origins = plan.origins
-    last_y, last_x = plan.y_starts[-1], plan.x_starts[-1]
-    bar = _Progress(len(origins), progress, "astro_unet tiles")
-    try:
-        for b0 in range(0, len(origins), batch_size):
-            chunk = origins[b0:b0 + batch_size]
-            tiles = torch.stack([net_in[y:y + th, x:x + tw] for y, x in chunk])[:, None]
-            pred = forward_batch(net, tiles, cond_t)
-            if accum is None:
-                accum = torch.zeros((pred.shape[1], ny, nx), dtype=torch.float32, device=device)
-            for (y, x), p in zip(chunk, pred):
-                if mode == "paper":
-                    accum[:, y:y + th, x:x + tw] += p
-                    weight_sum[y:y + th, x:x + tw] += 1.0
-                    continue
-                sides = (y > 0, y < last_y, x > 0, x < last_x)
-                w = windows.get(sides)
-                if w is None:
-                    w = windows[sides] = torch.from_numpy(
-                        feather_window((th, tw), plan.overlap, sides=sides)).float().to(device)
-                accum[:, y:y + th, x:x + tw] += w * p
-                weight_sum[y:y + th, x:x + tw] += w
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    accum = blend_tiles(net_in, plan, lambda tiles: forward_batch(net, tiles[:, None], cond_t),
+                        batch_size=batch_size, mode=mode, xp=TorchTiles(device),
+                        progress=progress)
     del net_in
-    (top, bottom), (left, right) = plan.pad
-    out = (accum / weight_sum)[:, top:ny - bottom, left:nx - right].double()
-    del accum, weight_sum
+    out = crop_padding(accum, plan).double()
+    del accum
     result, sigma = network_to_output(out, norm=norm, ron=ron, ops=ops, **post)
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     return result.to(tdtype).cpu().numpy(), sigma.to(tdtype).cpu().numpy()

@@ -42,7 +42,6 @@ from ._normalization import (
     background_level,
     background_noise,
     forward_transform,
-    network_to_output,
     subsample_stride,
 )
 from ._plan import DenoisePlan, check_options
@@ -241,9 +240,7 @@ def _denoise_block(block, block_id=None, *, ctx):
 
     Returns ``(2, h, w)``: the denoised core and its standard deviation.
     """
-    import torch
-
-    from .tiling import feather_window
+    from .tiling import blend_tiles
 
     _, i, j = block_id
     ey, ex = ctx.edges
@@ -267,46 +264,13 @@ def _denoise_block(block, block_id=None, *, ctx):
     net_in = forward_transform(x.astype(np.float32), p.norm, p.ron)
     net_in = net_in.astype(np.float32, copy=False)
     del x
-    cond_t = _inference.cond_tensor(p.cond, dev)
-
-    plan = ctx.tiles
-    th, tw = plan.tile_shape
-    last_y, last_x = plan.y_starts[-1], plan.x_starts[-1]
-    origins = [(y, x) for (y, x) in plan.origins
-               if y < b and y + th > a and x < d and x + tw > c]
-    accum = None
-    weight_sum = np.zeros((b - a, d - c))
-    windows = {}
-    for b0 in range(0, len(origins), p.batch_size):
-        chunk = origins[b0:b0 + p.batch_size]
-        tiles = np.stack([net_in[y - oy:y - oy + th, x - ox:x - ox + tw] for y, x in chunk])
-        if tiles.shape[1:] != (th, tw):  # pragma: no cover - guarded by the halo
-            raise RuntimeError("a tile reaches beyond its block's halo.")
-        t = torch.from_numpy(tiles).unsqueeze(1).to(dev)
-        pred = _inference.forward_batch(net, t, cond_t).cpu().numpy()
-        if accum is None:
-            accum = np.zeros((pred.shape[1], b - a, d - c))
-        for (y, x), pr in zip(chunk, pred):
-            y0, y1 = max(y, a), min(y + th, b)
-            x0, x1 = max(x, c), min(x + tw, d)
-            tile_part = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
-            core_part = (slice(y0 - a, y1 - a), slice(x0 - c, x1 - c))
-            if p.mode == "paper":
-                accum[(slice(None),) + core_part] += pr[(slice(None),) + tile_part]
-                weight_sum[core_part] += 1.0
-                continue
-            sides = (y > 0, y < last_y, x > 0, x < last_x)
-            w = windows.get(sides)
-            if w is None:
-                w = windows[sides] = feather_window((th, tw), plan.overlap, sides=sides)
-            accum[(slice(None),) + core_part] += (w * pr)[(slice(None),) + tile_part]
-            weight_sum[core_part] += w[tile_part]
+    run = _inference.host_predictor(net, dev, _inference.cond_tensor(p.cond, dev))
+    # the tiles of the whole image's plan that touch the block's core
+    out = blend_tiles(net_in, ctx.tiles, run, batch_size=p.batch_size, mode=p.mode,
+                      region=((a, b), (c, d)), origin=(oy, ox))
     del net_in
-    accum /= weight_sum
-    out = accum.astype(p.dtype, copy=False)
-    result, sigma = network_to_output(out, norm=p.norm, ron=p.ron, **p.post)
-    result = result.astype(p.dtype, copy=False)
-    sigma = sigma.astype(p.dtype, copy=False)
+    result, sigma = _inference.host_output(out, norm=p.norm, ron=p.ron, post=p.post,
+                                           dtype=p.dtype)
     core_bad = nonfinite[core]
     p.finish(result, sigma, x_out, bad=core_bad, nonfinite=core_bad, saturated=saturated)
     return np.stack([result, sigma])
