@@ -14,6 +14,8 @@ import math
 import numpy as np
 import astropy.units as u
 
+from . import _validation
+
 __all__ = []  # private module: public names for astro_unet's own modules
 
 #: Normalization of the package's default models (see the module docstring).
@@ -78,35 +80,40 @@ def check_normalization(norm):
     return out
 
 
-class NumpyOps:
-    asinh = staticmethod(np.arcsinh)
-    sinh = staticmethod(np.sinh)
-    cosh = staticmethod(np.cosh)
-    sqrt = staticmethod(np.sqrt)
-    exp = staticmethod(np.exp)
-    abs = staticmethod(np.abs)
+class ArrayOps:
+    """
+    The array functions of the transforms, from numpy or torch.
 
-    @staticmethod
-    def clip(a, lo=None, hi=None):
-        return np.clip(a, lo, hi)
+    Parameters
+    ----------
+    xp : module
+        `numpy` or `torch`, for ``sinh, cosh, sqrt, exp, abs``.
+    asinh : callable
+        Its inverse hyperbolic sine.
+    clip : callable
+        Its ``clip(a, lo, hi)`` (either bound may be None).
+    """
+
+    def __init__(self, xp, *, asinh, clip):
+        self.sinh, self.cosh, self.sqrt, self.exp, self.abs = (
+            xp.sinh, xp.cosh, xp.sqrt, xp.exp, xp.abs)
+        self.asinh = asinh
+        self._clip = clip
+
+    def clip(self, a, lo=None, hi=None):
+        """``a`` limited to ``[lo, hi]``."""
+        return self._clip(a, lo, hi)
+
+
+#: The transforms' functions on numpy arrays.
+NumpyOps = ArrayOps(np, asinh=np.arcsinh, clip=np.clip)
 
 
 def torch_ops():
+    """The transforms' functions on torch tensors."""
     import torch
 
-    class _TorchOps:
-        asinh = staticmethod(torch.asinh)
-        sinh = staticmethod(torch.sinh)
-        cosh = staticmethod(torch.cosh)
-        sqrt = staticmethod(torch.sqrt)
-        exp = staticmethod(torch.exp)
-        abs = staticmethod(torch.abs)
-
-        @staticmethod
-        def clip(a, lo=None, hi=None):
-            return torch.clamp(a, lo, hi)
-
-    return _TorchOps
+    return ArrayOps(torch, asinh=torch.asinh, clip=torch.clamp)
 
 
 def forward_transform(x, norm, ron, ops=NumpyOps):
@@ -325,19 +332,21 @@ def network_target(electrons, *, norm, ctx):
 
 
 def read_noise_value(read_noise, norm):
+    """
+    The read noise (electrons) of the ``read_noise`` argument, else of the normalization.
+
+    Parameters
+    ----------
+    read_noise : float, `~astropy.units.Quantity` or None
+        The argument of `~astro_unet.denoise_ccd`.
+    norm : dict
+        The model's normalization (its ``read_noise``, else 0).
+    """
     if read_noise is None:
         return float(norm.get("read_noise") or 0.0)
-    if isinstance(read_noise, u.Quantity):
-        try:
-            read_noise = read_noise.to_value(u.electron)
-        except u.UnitConversionError:
-            raise u.UnitsError(
-                f"read_noise must be in electrons, got {read_noise.unit}."
-            ) from None
-    try:
-        value = float(read_noise)
-    except (TypeError, ValueError):
-        raise TypeError(f"read_noise must be a number of electrons, got {read_noise!r}.") from None
+    value, read_noise = _validation.quantity_to_float(
+        read_noise, u.electron, unit_message="read_noise must be in electrons, got {unit}.",
+        type_message="read_noise must be a number of electrons, got {value!r}.")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"read_noise must be a finite number >= 0, got {read_noise!r}.")
     return value

@@ -143,20 +143,44 @@ def validate_ratio(ratio, *, name="ratio"):
     return value
 
 
-def positive_quantity(value, unit, name):
-    """Convert ``value`` (Quantity or number in ``unit``) to a positive float."""
-    shown = value
+def quantity_to_float(value, unit, *, unit_message, type_message):
+    """
+    ``value`` (a Quantity convertible to ``unit``, or a number) as a float.
+
+    Parameters
+    ----------
+    value : object
+        The argument.
+    unit : `~astropy.units.Unit`
+        The unit a Quantity is converted to.
+    unit_message, type_message : str
+        Messages of the `~astropy.units.UnitsError` (a Quantity in another
+        unit; ``{unit}`` is its unit) and of the `TypeError` (not a number;
+        ``{value!r}``).
+
+    Returns
+    -------
+    number : float
+    converted : object
+        ``value`` in ``unit`` before it became a float (for messages).
+    """
     if isinstance(value, u.Quantity):
         try:
             value = value.to_value(unit)
         except u.UnitConversionError:
-            raise u.UnitsError(
-                f"{name} must be convertible to {unit}, got {value.unit}."
-            ) from None
+            raise u.UnitsError(unit_message.format(unit=value.unit)) from None
     try:
-        value = float(value)
+        return float(value), value
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or Quantity, got {value!r}.") from None
+        raise TypeError(type_message.format(value=value)) from None
+
+
+def positive_quantity(value, unit, name):
+    """Convert ``value`` (Quantity or number in ``unit``) to a positive float."""
+    shown = value
+    value, _ = quantity_to_float(
+        value, unit, unit_message=f"{name} must be convertible to {unit}, got {{unit}}.",
+        type_message=f"{name} must be a number or Quantity, got {{value!r}}.")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {shown}.")
     return value

@@ -170,15 +170,9 @@ def preset_from_argument(detector, *, hint):
 
 def _nonnegative(value, unit, name):
     """``value`` (number in ``unit`` or Quantity) as a finite float >= 0."""
-    if isinstance(value, u.Quantity):
-        try:
-            value = value.to_value(unit)
-        except u.UnitConversionError:
-            raise u.UnitsError(f"{name} must be in {unit}, got {value.unit}.") from None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or Quantity, got {value!r}.") from None
+    value, _ = _validation.quantity_to_float(
+        value, unit, unit_message=f"{name} must be in {unit}, got {{unit}}.",
+        type_message=f"{name} must be a number or Quantity, got {{value!r}}.")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return value

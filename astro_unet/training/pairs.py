@@ -2,44 +2,12 @@
 """
 Training pairs: a noisy short exposure and its target, made on the fly.
 
-Every pair is made with `astro_unet.simulate_short_exposure`, the function
-users call, from one of two sources:
-
-* **synthetic** (`synthetic_pair`): a noiseless scene in electron/s
-  (`astro_unet.training.render_scene`) observed for a long time
-  :math:`t` (drawn log-uniformly, 60-5000 s by default) on a sky drawn from
-  the instrument's range, which is either present in the image or, as in
-  drizzled HST products, subtracted (its photon noise stays).  The long
-  exposure's expectation is :math:`E = {\\rm truth}\\,t` electrons; the input
-  is ``simulate_short_exposure(E, r)`` (read noise and dark current of the
-  instrument: `astro_unet.DETECTOR_PRESETS`, a random 3-10 e- for ground
-  frames) and the target the **noiseless** :math:`E/r`, so the network learns
-  to go beyond a real long exposure.
-* **real** (`real_pair`): a crop of a real image in electrons (a noisy long
-  exposure of :math:`t` seconds, `astro_unet.training.load_training_image`),
-  degraded in the same way (with the table's subtracted sky added back
-  before the Poisson draw); the target is the crop divided by :math:`r`.
-
-Both input and target are in electrons *of the short exposure*.  The input
-keeps all the noise of the long exposure and adds its own, so it is always
-noisier than the target: the variance of input - target is
-:math:`\\lambda + \\sigma_{\\rm RON}^2` (with :math:`\\lambda` the expected
-short-exposure counts) against :math:`(r\\lambda + \\sigma_{\\rm long}^2)/r^2`
-for the target's own noise, at least :math:`r` times smaller when Poisson
-noise dominates.
-
-`network_arrays` maps a pair into the network's space with the private
-functions of `astro_unet.denoise` that `~astro_unet.denoise_ccd` uses, so
-training and inference see identical inputs.
-
-Ratio schedules (`schedule_ratio`): ``"paper"`` (each crop at
-:math:`r` = 2, 3, 4, 5 in order, the paper's Network 2), ``"continuous"``
-(log-uniform in 1.5-10, one model for any ratio) or ``"mixed"`` (half of the
-crops each way).
-
-`PairDataset` mixes the two sources for training; `SyntheticScenePool`
-renders its scenes once (rendering is 0.1-0.5 s per scene, too slow per
-sample).  Neither imports `torch` until an item is requested.
+Synthetic (`synthetic_pair`) and real (`real_pair`) pairs, both made with
+`astro_unet.simulate_short_exposure`; `network_arrays` maps a pair into the
+network's space exactly as `~astro_unet.denoise_ccd` does;
+`schedule_ratio` draws the ratios; `PairDataset` mixes the sources.  The
+noise budget of a pair and the schedules are described in
+:ref:`training_pairs`.
 """
 
 import dataclasses
