@@ -255,8 +255,8 @@ def test_network_arrays_use_denoise_transform():
     p.mask[10:12, 10:12] = True
     x, cond, target, valid = network_arrays(p, norm=NORM, cond_names=["ratio", "log_noise"])
     x_ref, cond_ref, ctx = network_input(p.input, norm=NORM, ratio=4.0, exptime=200.0,
-                                          read_noise=3.1, cond_names=("ratio", "log_noise"),
-                                          bad=p.mask)
+                                         read_noise=3.1, cond_names=("ratio", "log_noise"),
+                                         bad=p.mask)
     np.testing.assert_array_equal(x, x_ref)
     np.testing.assert_array_equal(cond, cond_ref)
     assert cond[0] == 4.0 and cond[1] == pytest.approx(np.log10(ctx["noise"]), rel=1e-6)
