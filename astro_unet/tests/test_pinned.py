@@ -12,7 +12,6 @@ updates them in the same commit and says why.  Everything is tiny and made
 in the test.
 """
 
-import hashlib
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from astro_unet import denoise_ccd, simulate_short_exposure
+from astro_unet.tests.helpers import digest as _digest
 
 torch = pytest.importorskip("torch")
 
@@ -38,16 +38,6 @@ CARDS = ("EXPTIME", "DNMODEL", "DNSHA256", "DNSHAOF", "DNRATIO", "DNESTIM", "DNT
 @pytest.fixture(autouse=True)
 def _one_torch_thread(one_torch_thread):
     """Every test of this module on one torch thread (see conftest.py)."""
-
-
-def _digest(*arrays):
-    """sha256 of the dtype, shape and bytes of each array, in order."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _net(seed, **kw):
