@@ -18,7 +18,7 @@ from . import _validation
 
 __all__ = []  # private module: public names for astro_unet's own modules
 
-#: Normalization of the package's default models (see the module docstring).
+#: Normalization of the package's default models (see :ref:`normalization`).
 DEFAULT_NORMALIZATION = {"unit": "electron", "transform": "asinh", "scale": 10.0}
 
 TRANSFORMS = ("asinh", "anscombe", "linear")

@@ -210,7 +210,7 @@ def _sky_plane(shape, level, rng, gradient=0.1):
 def synthetic_pair(truth, *, ratio, t_long, sky_rate=0.0, sky_subtracted=True, read_noise,
                    dark_current=0.0, rng, source="synthetic"):
     """
-    A pair from a noiseless scene (see the module docstring).
+    A pair from a noiseless scene (see :ref:`training_pairs`).
 
     Parameters
     ----------
