@@ -143,26 +143,50 @@ def validate_ratio(ratio, *, name="ratio"):
     return value
 
 
-def _positive_quantity(value, unit, name):
-    """Convert ``value`` (Quantity or number in ``unit``) to a positive float."""
-    shown = value
+def quantity_to_float(value, unit, *, unit_message, type_message):
+    """
+    ``value`` (a Quantity convertible to ``unit``, or a number) as a float.
+
+    Parameters
+    ----------
+    value : object
+        The argument.
+    unit : `~astropy.units.Unit`
+        The unit a Quantity is converted to.
+    unit_message, type_message : str
+        Messages of the `~astropy.units.UnitsError` (a Quantity in another
+        unit; ``{unit}`` is its unit) and of the `TypeError` (not a number;
+        ``{value!r}``).
+
+    Returns
+    -------
+    number : float
+    converted : object
+        ``value`` in ``unit`` before it became a float (for messages).
+    """
     if isinstance(value, u.Quantity):
         try:
             value = value.to_value(unit)
         except u.UnitConversionError:
-            raise u.UnitsError(
-                f"{name} must be convertible to {unit}, got {value.unit}."
-            ) from None
+            raise u.UnitsError(unit_message.format(unit=value.unit)) from None
     try:
-        value = float(value)
+        return float(value), value
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or Quantity, got {value!r}.") from None
+        raise TypeError(type_message.format(value=value)) from None
+
+
+def positive_quantity(value, unit, name):
+    """Convert ``value`` (Quantity or number in ``unit``) to a positive float."""
+    shown = value
+    value, _ = quantity_to_float(
+        value, unit, unit_message=f"{name} must be convertible to {unit}, got {{unit}}.",
+        type_message=f"{name} must be a number or Quantity, got {{value!r}}.")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {shown}.")
     return value
 
 
-def _meta_lookup(meta, keywords):
+def meta_lookup(meta, keywords):
     """First present keyword of ``keywords`` in ``meta`` (or None)."""
     if meta is None:
         return None, None
@@ -182,10 +206,10 @@ def get_exposure_time(ccd, exposure_time=None, *, required=True):
     Returns None only when ``required`` is False and none is available.
     """
     if exposure_time is not None:
-        return _positive_quantity(exposure_time, u.s, "exposure_time")
-    key, value = _meta_lookup(ccd.meta, EXPTIME_KEYWORDS)
+        return positive_quantity(exposure_time, u.s, "exposure_time")
+    key, value = meta_lookup(ccd.meta, EXPTIME_KEYWORDS)
     if key is not None:
-        return _positive_quantity(value, u.s, f"header keyword {key}")
+        return positive_quantity(value, u.s, f"header keyword {key}")
     if required:
         raise ValueError(
             "No exposure time: pass exposure_time=... (seconds or a Quantity) "
@@ -199,10 +223,10 @@ def get_gain(ccd, gain=None):
     if gain is not None:
         # numbers and Quantities alike must be finite and > 0: a negative or
         # zero gain would give negative (or infinite) electrons downstream
-        return _positive_quantity(gain, u.electron / u.adu, "gain")
-    key, value = _meta_lookup(ccd.meta, GAIN_KEYWORDS)
+        return positive_quantity(gain, u.electron / u.adu, "gain")
+    key, value = meta_lookup(ccd.meta, GAIN_KEYWORDS)
     if key is not None:
-        return _positive_quantity(value, u.electron / u.adu, f"header keyword {key}")
+        return positive_quantity(value, u.electron / u.adu, f"header keyword {key}")
     return None
 
 
@@ -322,3 +346,19 @@ def output_dtype(ccd):
     """float32 for single-precision input data (either byte order), else float64."""
     dtype = np.asarray(ccd.data).dtype
     return np.float32 if dtype.kind == "f" and dtype.itemsize == 4 else np.float64
+
+
+def positive_int(value, name):
+    """
+    ``value`` as an int, or `ValueError` unless it is a positive integer (not a bool).
+
+    Parameters
+    ----------
+    value : object
+        The argument.
+    name : str
+        Its name, for the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)

@@ -17,21 +17,21 @@ def prepared_model(model, device, *, measure_overlap=True):
     """
     ``(device, net, info)`` with the model loaded at most once per process.
 
-    Names and paths go through the model cache of `astro_unet.denoise`
+    Names and paths go through the model cache of `astro_unet._inference`
     (what `denoise_ccd` looks up), networks through its per-instance cache;
     the lock makes concurrent worker threads wait for the first load instead
     of loading again.  The network's receptive field (default overlap) is
     measured here too, once.
     """
-    from . import denoise
+    from . import _inference
+    from ._normalization import DEFAULT_NORMALIZATION, check_normalization
 
-    dev = denoise._resolve_device(device)
+    dev = _inference.resolve_device(device)
     with _LOAD_LOCK:
-        net, info = denoise._resolve_model(model, dev)
+        net, info = _inference.resolve_model(model, dev)
         if measure_overlap:
-            norm = denoise._check_normalization(info.get("normalization")
-                                                or denoise.DEFAULT_NORMALIZATION)
-            denoise._default_overlap(net, norm)
+            norm = check_normalization(info.get("normalization") or DEFAULT_NORMALIZATION)
+            _inference.default_overlap(net, norm)
     return dev, net, info
 
 
@@ -48,13 +48,13 @@ def check_model_spec(model):
 
     target = model
     if isinstance(target, str) and target == "default":
-        target = weights._default_target()  # raises when there is no default
+        target = weights.default_target()  # raises when there is no default
     if isinstance(target, str) and target in weights.REGISTRY:
         weights.get_model_path(target)      # download into the cache once, here
         return target
     path = os.path.expanduser(os.fspath(target))
     if not os.path.isfile(path):
-        if isinstance(target, str) and not weights._looks_like_path(target):
-            weights._lookup(target)
+        if isinstance(target, str) and not weights.looks_like_path(target):
+            weights.lookup(target)
         raise FileNotFoundError(f"Model file {path} does not exist.")
     return os.path.abspath(path)

@@ -27,7 +27,7 @@ from astroscrappy import detect_cosmics
 
 from . import _validation
 from ._logging import log_step
-from .simulate import _preset_from_argument
+from .simulate import preset_from_argument
 
 __all__ = ["clean_cosmic_rays"]
 
@@ -84,7 +84,7 @@ def _resolve_read_noise(ccd, read_noise, detector, gain):
         return value, "argument"
 
     if detector is not None:
-        preset = _preset_from_argument(detector, hint="Or pass read_noise=... (electrons).")
+        preset = preset_from_argument(detector, hint="Or pass read_noise=... (electrons).")
         if preset.read_noise is None:
             raise ValueError(
                 f"Detector preset {preset.name!r} has no read noise: pass read_noise=... "
@@ -95,7 +95,7 @@ def _resolve_read_noise(ccd, read_noise, detector, gain):
             value = value.to_value(u.electron)
         return float(value), f"detector preset {preset.name}"
 
-    key, value = _validation._meta_lookup(ccd.meta, READNOISE_KEYWORDS)
+    key, value = _validation.meta_lookup(ccd.meta, READNOISE_KEYWORDS)
     if key is not None:
         try:
             value = float(value)
@@ -371,10 +371,10 @@ def _warn_if_sky_subtracted(electrons, bad, ron):
     Warn when L.A.Cosmic's noise model cannot hold: negative background, or
     a pixel noise far above ``sqrt(max(median, 0) + ron**2)`` (sky subtracted).
     """
-    from .denoise import _background_level, _background_noise
+    from ._normalization import background_level, background_noise
 
-    level = _background_level(electrons, bad)
-    noise = _background_noise(electrons, bad)
+    level = background_level(electrons, bad)
+    noise = background_noise(electrons, bad)
     expected = math.sqrt(max(level, 0.0) + ron ** 2)
     if level < 0 or noise > SKY_WARNING_FACTOR * expected:
         warnings.warn(

@@ -26,6 +26,7 @@ Memory and time are measured in :ref:`scale_benchmark`.
 """
 
 import collections
+import dataclasses
 import functools
 import math
 import os
@@ -36,7 +37,14 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-from . import _validation, fitsio
+from . import _inference, _validation, fitsio
+from ._normalization import (
+    background_level,
+    background_noise,
+    forward_transform,
+    subsample_stride,
+)
+from ._plan import DenoisePlan, check_options
 from ._utils import atomic_output
 from ._workers import check_model_spec, prepared_model
 
@@ -47,10 +55,6 @@ DEFAULT_CHUNK_SIZE = 4096
 
 #: Pixels per full-width strip read when measuring the background noise.
 _STRIP_PIXELS = 8_000_000
-
-# the subsample rule of `astro_unet.denoise._background_noise` and `_background_level`
-_SUBSAMPLE_ABOVE = 4_000_000
-_SUBSAMPLE_TARGET = 2_000_000
 
 #: Result of `denoise_large` without an output file.
 LargeResult = collections.namedtuple("LargeResult", ["data", "uncertainty", "mask", "header"])
@@ -236,10 +240,7 @@ def _denoise_block(block, block_id=None, *, ctx):
 
     Returns ``(2, h, w)``: the denoised core and its standard deviation.
     """
-    import torch
-
-    from . import denoise
-    from .tiling import feather_window
+    from .tiling import blend_tiles
 
     _, i, j = block_id
     ey, ex = ctx.edges
@@ -251,70 +252,27 @@ def _denoise_block(block, block_id=None, *, ctx):
     model = ctx.model
     if isinstance(model, _RemoteModel):
         model = _REMOTE_MODELS[model.key]
+    p = ctx.plan
     dev, net, _ = prepared_model(model, ctx.device, measure_overlap=False)
     # the pixel operations of denoise_ccd, in the same order
     x = np.asarray(block).astype(np.float64)
     nonfinite = ~np.isfinite(x)
     core = (slice(a - oy, b - oy), slice(c - ox, d - ox))
-    x_out = x[core] * (ctx.scale * ctx.post["factor"])    # the input in the output unit
-    saturated = None
-    if ctx.saturation is not None:
-        with np.errstate(invalid="ignore"):
-            saturated = x[core] >= ctx.saturation
-    x *= ctx.scale
-    denoise._fill_bad(x, nonfinite)
-    if ctx.to_model != 1.0:
-        x *= ctx.to_model
-    net_in = denoise._forward_transform(x.astype(np.float32), ctx.norm, ctx.ron)
+    x_out = x[core] * (p.scale * p.factor)    # the input in the output unit
+    saturated = p.saturated(x[core])
+    p.to_model_unit(x, nonfinite)
+    net_in = forward_transform(x.astype(np.float32), p.norm, p.ron)
     net_in = net_in.astype(np.float32, copy=False)
     del x
-    cond_t = denoise._cond_tensor(ctx.cond, dev)
-
-    plan = ctx.plan
-    th, tw = plan.tile_shape
-    last_y, last_x = plan.y_starts[-1], plan.x_starts[-1]
-    origins = [(y, x) for (y, x) in plan.origins
-               if y < b and y + th > a and x < d and x + tw > c]
-    accum = None
-    weight_sum = np.zeros((b - a, d - c))
-    windows = {}
-    for b0 in range(0, len(origins), ctx.batch_size):
-        chunk = origins[b0:b0 + ctx.batch_size]
-        tiles = np.stack([net_in[y - oy:y - oy + th, x - ox:x - ox + tw] for y, x in chunk])
-        if tiles.shape[1:] != (th, tw):  # pragma: no cover - guarded by the halo
-            raise RuntimeError("a tile reaches beyond its block's halo.")
-        t = torch.from_numpy(tiles).unsqueeze(1).to(dev)
-        pred = denoise._forward_batch(net, t, cond_t).cpu().numpy()
-        if accum is None:
-            accum = np.zeros((pred.shape[1], b - a, d - c))
-        for (y, x), p in zip(chunk, pred):
-            y0, y1 = max(y, a), min(y + th, b)
-            x0, x1 = max(x, c), min(x + tw, d)
-            tile_part = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
-            core_part = (slice(y0 - a, y1 - a), slice(x0 - c, x1 - c))
-            if ctx.mode == "paper":
-                accum[(slice(None),) + core_part] += p[(slice(None),) + tile_part]
-                weight_sum[core_part] += 1.0
-                continue
-            sides = (y > 0, y < last_y, x > 0, x < last_x)
-            w = windows.get(sides)
-            if w is None:
-                w = windows[sides] = feather_window((th, tw), plan.overlap, sides=sides)
-            accum[(slice(None),) + core_part] += (w * p)[(slice(None),) + tile_part]
-            weight_sum[core_part] += w[tile_part]
+    run = _inference.host_predictor(net, dev, _inference.cond_tensor(p.cond, dev))
+    # the tiles of the whole image's plan that touch the block's core
+    out = blend_tiles(net_in, ctx.tiles, run, batch_size=p.batch_size, mode=p.mode,
+                      region=((a, b), (c, d)), origin=(oy, ox))
     del net_in
-    accum /= weight_sum
-    out = accum.astype(ctx.dtype, copy=False)
-    result, sigma = denoise._network_to_output(out, norm=ctx.norm, ron=ctx.ron, **ctx.post)
-    result = result.astype(ctx.dtype, copy=False)
-    sigma = sigma.astype(ctx.dtype, copy=False)
+    result, sigma = _inference.host_output(out, norm=p.norm, ron=p.ron, post=p.post,
+                                           dtype=p.dtype)
     core_bad = nonfinite[core]
-    denoise._finish_output(result, sigma, x_out, ratio=ctx.post["ratio"],
-                           estimate=ctx.estimate, bad=core_bad, saturated=saturated,
-                           **ctx.finish)
-    if core_bad.any():
-        result[core_bad] = np.nan
-        sigma[core_bad] = np.nan
+    p.finish(result, sigma, x_out, bad=core_bad, nonfinite=core_bad, saturated=saturated)
     return np.stack([result, sigma])
 
 
@@ -346,8 +304,8 @@ def _strip_sample(strip, *, scale, to_model, diff_at, pixel_at):
     The values of a strip that the image-wide statistics of `denoise_ccd` use.
 
     ``diff_at = (offset, stride)`` selects the usable neighbour differences
-    (`astro_unet.denoise._background_noise`), ``pixel_at`` the usable pixels
-    (`astro_unet.denoise._background_level`), counted over the whole image in
+    (`astro_unet._normalization.background_noise`), ``pixel_at`` the usable pixels
+    (`astro_unet._normalization.background_level`), counted over the whole image in
     C order; None skips one.
     """
     values = np.asarray(strip).astype(np.float64)
@@ -377,25 +335,18 @@ def _as_dask(source, chunks):
                          name=f"astro_unet-fits-{os.getpid()}-{time.time_ns()}")
 
 
-def _stride(n):
-    """Subsample stride of `astro_unet.denoise` for ``n`` values."""
-    return n // _SUBSAMPLE_TARGET if n > _SUBSAMPLE_ABOVE else 1
-
-
 def _scan(x, *, scale, to_model, need_noise, need_level, compute):
     """
     One pass (two for the statistics) over full-width strips of ``x``.
 
     Returns ``(n_nonfinite, noise, level)``: the background noise
-    (`astro_unet.denoise._background_noise`) and the median
-    (`astro_unet.denoise._background_level`) of the whole image in the model
+    (`astro_unet._normalization.background_noise`) and the median
+    (`astro_unet._normalization.background_level`) of the whole image in the model
     unit, exactly as `denoise_ccd` computes them (None when not needed): the
     same values, or the same regular subsample of them, are gathered strip
     by strip and handed to those very functions.
     """
     import dask
-
-    from . import denoise
 
     ny, nx = x.shape
     rows = max(1, min(ny, _STRIP_PIXELS // max(nx, 1)))
@@ -422,8 +373,8 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
     good_pixels = good_pixels - counts[:, 0]
     diff_offsets = np.concatenate([[0], np.cumsum(good_diffs)[:-1]])
     pixel_offsets = np.concatenate([[0], np.cumsum(good_pixels)[:-1]])
-    diff_stride = _stride(int(good_diffs.sum()))
-    pixel_stride = _stride(int(good_pixels.sum()))
+    diff_stride = subsample_stride(int(good_diffs.sum()))
+    pixel_stride = subsample_stride(int(good_pixels.sum()))
     tasks = [dask.delayed(_strip_sample)(
         s, scale=scale, to_model=to_model,
         diff_at=(int(do), diff_stride) if need_noise else None,
@@ -436,9 +387,9 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
         # a column of zeros and the differences give back the differences exactly
         pairs = np.zeros((sample.size, 2))
         pairs[:, 1] = sample
-        noise = denoise._background_noise(pairs)
+        noise = background_noise(pairs)
     if need_level:
-        level = denoise._background_level(np.concatenate([p for _, p in parts])[None, :])
+        level = background_level(np.concatenate([p for _, p in parts])[None, :])
     return n_bad, noise, level
 
 
@@ -592,20 +543,11 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     import dask
     import dask.array as da
 
-    from . import denoise
-    from .model import KNOWN_CONDITIONS
-    from .tiling import MODES, plan_tiles
-
     r = _validation.validate_ratio(ratio)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    if estimate not in denoise.ESTIMATES:
-        raise ValueError(f"estimate must be one of {denoise.ESTIMATES}, got {estimate!r}.")
-    if extrapolate not in (True, False):
-        raise TypeError(f"extrapolate must be True or False, got {extrapolate!r}.")
-    chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else denoise._positive_int(chunk_size,
-                                                                                "chunk_size")
-    workers = denoise._positive_int(workers, "workers")
+    check_options(estimate=estimate, mode=mode, extrapolate=extrapolate)
+    chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else _validation.positive_int(
+        chunk_size, "chunk_size")
+    workers = _validation.positive_int(workers, "workers")
     if output_path is not None:
         output_path = os.fspath(output_path)
         if os.path.exists(output_path) and not overwrite:
@@ -625,35 +567,18 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     except ValueError as err:
         raise u.UnitsError(f"invalid unit {unit!r}: {err}") from None
     in_dtype = np.dtype(x.dtype)
+    # as _validation.output_dtype: single precision (either byte order) stays float32
+    single = in_dtype.kind == "f" and in_dtype.itemsize == 4
 
-    # --- the decisions of denoise_ccd, made once for the whole image
+    # --- the plan of denoise_ccd, made once for the whole image
     model = check_model_spec(model)
-    dev, net, info = prepared_model(model, device, measure_overlap=False)
-    denoise._check_ratio_range(r, info, extrapolate=extrapolate, call="denoise_large")
-    norm = denoise._check_normalization(info.get("normalization")
-                                        or denoise.DEFAULT_NORMALIZATION)
-    cfg = net.config
-    if cfg.in_channels != 1:
-        raise ValueError(f"denoise_large needs a network with 1 input channel, got "
-                         f"{cfg.in_channels}.")
-    unknown = [n for n in cfg.cond_names if n not in KNOWN_CONDITIONS]
-    if unknown:
-        raise ValueError(f"the model asks for unknown conditioning values {unknown}.")
-    stand_in = CCDData(np.zeros((1, 1)), unit=unit, meta=in_header)
-    sat_level = denoise._saturation_level(stand_in, saturation)
-    need_time = norm["unit"] == "electron/s" or "log_exptime" in cfg.cond_names
-    scale, exptime = _validation.electron_scale(stand_in, exposure_time=exposure_time,
-                                                gain=gain, need_time=need_time)
-    if need_time and exptime is None:
-        exptime = _validation.get_exposure_time(stand_in, exposure_time, required=True)
-    ron = denoise._read_noise_value(read_noise, norm)
-    rate = _validation.is_rate(unit)
-    tile, ov, batch = denoise._tiling_parameters(
-        x.shape, net, norm, dev, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-        mode=mode)
-    plan = plan_tiles(x.shape, tile_size=tile, overlap=ov, size_multiple=net.size_multiple,
-                      fit=mode == "feather")
-    to_model = 1.0 / exptime if norm["unit"] == "electron/s" else 1.0
+    plan = DenoisePlan.build(
+        CCDData(np.zeros((1, 1)), unit=unit, meta=in_header), x.shape, call="denoise_large",
+        ratio=r, model=model, estimate=estimate, mode=mode, device=device,
+        tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        exposure_time=exposure_time, gain=gain, read_noise=read_noise, saturation=saturation,
+        extrapolate=extrapolate, dtype=np.float32 if single else np.float64)
+    tiles = plan.tile_plan(x.shape)
 
     if client is not None:
         def compute(*args):
@@ -662,24 +587,18 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         def compute(*args):
             return dask.compute(*args, scheduler="threads", num_workers=workers)
 
-    # the long-exposure output needs both statistics whatever the normalization
-    n_bad, noise_bg, level = _scan(x, scale=scale, to_model=to_model, need_noise=True,
-                                   need_level=True, compute=compute)
-    need_noise, _ = denoise._statistics_needed(norm, cfg.cond_names)
-    noise = noise_bg if need_noise else None     # recorded (DNNOISE) only where used
-    norm, cond = denoise._apply_statistics(norm, noise=noise, level=level, ratio=r,
-                                           exptime=exptime, ron=ron, cond_names=cfg.cond_names)
-    factor = (1.0 if rate else r) / scale
-    # as _validation.output_dtype: single precision (either byte order) stays float32
-    single = in_dtype.kind == "f" and in_dtype.itemsize == 4
-    out_dtype = np.float32 if single else np.float64
+    # both statistics: the long-exposure estimate needs them whatever the model uses
+    n_bad, noise, level = _scan(x, scale=plan.scale, to_model=plan.to_model,
+                                need_noise=True, need_level=True, compute=compute)
+    plan = plan.with_statistics(noise=noise, level=level)
+    out_dtype = plan.dtype
 
     # --- blocks
-    (top, bottom), (left, right) = plan.pad
-    chunks_y, depth_y = _axis_chunks(plan.padded_shape[0], plan.y_starts, plan.tile_shape[0],
-                                     chunk)
-    chunks_x, depth_x = _axis_chunks(plan.padded_shape[1], plan.x_starts, plan.tile_shape[1],
-                                     chunk)
+    (top, bottom), (left, right) = tiles.pad
+    chunks_y, depth_y = _axis_chunks(tiles.padded_shape[0], tiles.y_starts,
+                                     tiles.tile_shape[0], chunk)
+    chunks_x, depth_x = _axis_chunks(tiles.padded_shape[1], tiles.x_starts,
+                                     tiles.tile_shape[1], chunk)
     # the image in the blocks of the padded image (less the padding at its edges)
     inner_y = (chunks_y[0] - top,) + chunks_y[1:-1] + (chunks_y[-1] - bottom,) \
         if len(chunks_y) > 1 else (chunks_y[0] - top - bottom,)
@@ -687,8 +606,8 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         if len(chunks_x) > 1 else (chunks_x[0] - left - right,)
     x = _as_dask(x, (inner_y, inner_x))
     padded = x
-    if any(plan.pad[0]) or any(plan.pad[1]):
-        padded = da.pad(x, plan.pad, mode="reflect").rechunk((chunks_y, chunks_x))
+    if any(tiles.pad[0]) or any(tiles.pad[1]):
+        padded = da.pad(x, tiles.pad, mode="reflect").rechunk((chunks_y, chunks_x))
     edges = (tuple(np.concatenate([[0], np.cumsum(chunks_y)]).tolist()),
              tuple(np.concatenate([[0], np.cumsum(chunks_x)]).tolist()))
     model_ref = model
@@ -696,14 +615,10 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         # sent once to every worker, looked up there by the tasks
         model_ref = _RemoteModel(f"{os.getpid()}-{time.time_ns()}")
         client.run(_remember_model, model_ref.key, model)
+    # the plan travels to the tasks without its network (they load or look it up)
     ctx = _BlockContext(edges=edges, depth=(depth_y, depth_x), model=model_ref,
-                        device=str(dev), scale=scale, to_model=to_model, norm=norm, ron=ron,
-                        cond=cond, plan=plan, batch_size=batch, mode=mode, dtype=out_dtype,
-                        post=dict(ratio=r, to_model=to_model, factor=factor),
-                        estimate=estimate, saturation=sat_level,
-                        finish=dict(noise=noise_bg * factor / to_model,
-                                    level=level * factor / to_model, ron=ron * factor,
-                                    factor=factor, model_sigma=cfg.out_channels == 2))
+                        device=str(plan.device), tiles=tiles,
+                        plan=dataclasses.replace(plan, net=None))
     stacked = da.map_overlap(functools.partial(_denoise_block, ctx=ctx), padded,
                              depth={0: depth_y, 1: depth_x}, boundary="none", trim=False,
                              allow_rechunk=False, new_axis=[0],
@@ -713,17 +628,14 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     stacked = stacked[:, top:top + ny, left:left + nx]
     data, sigma = stacked[0], stacked[1]
     mask = ~da.isfinite(x)
-    if sat_level is not None:
-        mask = mask | (x >= sat_level)
+    if plan.saturation is not None:
+        mask = mask | (x >= plan.saturation)
 
     # --- metadata (the keywords of denoise_ccd)
     meta = _clean_header(in_header)
     if unit is not None:
         meta["BUNIT"] = unit.to_string()
-    uncert_kind = "model" if cfg.out_channels == 2 else "poisson-estimate"
-    denoise._record_denoise(meta, "denoise_large", info=info, ratio=r, tile=tile, overlap=ov,
-                            mode=mode, device=dev, uncert_kind=uncert_kind, noise=noise,
-                            to_model=to_model, exptime=exptime, estimate=estimate)
+    plan.record(meta)
 
     if output_path is None:
         return LargeResult(data, sigma, mask, meta)
@@ -736,7 +648,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
     unc_header = _image_header(-32, (ny, nx), primary=False, name="UNCERT")
     unc_header["UTYPE"] = "StdDevUncertainty"
     hdus.append((unc_header, (ny, nx), np.dtype(">f4")))
-    with_mask = bool(n_bad) or sat_level is not None
+    with_mask = bool(n_bad) or plan.saturation is not None
     if with_mask:
         hdus.append((_image_header(8, (ny, nx), primary=False, name="MASK"), (ny, nx),
                      np.dtype("u1")))

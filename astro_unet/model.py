@@ -29,7 +29,8 @@ with ``torch.load(..., weights_only=True)``::
      "metadata": {...}, "state_dict": {name: tensor}}
 
 The ``normalization`` entry says how pixels are mapped in and out of the
-network; its meaning is defined in `astro_unet.denoise`.
+network; its meaning is defined in :ref:`normalization`
+(``astro_unet/_normalization.py``).
 
 This module imports `torch`; the rest of the package imports it lazily.
 """

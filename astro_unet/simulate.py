@@ -133,7 +133,7 @@ _HEADER_DETECTORS = {
 
 
 def _header_value(meta, key):
-    _, value = _validation._meta_lookup(meta, (key,))
+    _, value = _validation.meta_lookup(meta, (key,))
     return value
 
 
@@ -147,11 +147,11 @@ def _resolve_detector(ccd, detector):
             if name is not None:
                 return DETECTOR_PRESETS[name]
         return None
-    return _preset_from_argument(
+    return preset_from_argument(
         detector, hint="Or pass a DetectorPreset, or read_noise=... and dark_current=... directly.")
 
 
-def _preset_from_argument(detector, *, hint):
+def preset_from_argument(detector, *, hint):
     """A `DetectorPreset` from a preset name (any case, '/' or '-' for '_') or a preset."""
     if isinstance(detector, DetectorPreset):
         return detector
@@ -170,15 +170,9 @@ def _preset_from_argument(detector, *, hint):
 
 def _nonnegative(value, unit, name):
     """``value`` (number in ``unit`` or Quantity) as a finite float >= 0."""
-    if isinstance(value, u.Quantity):
-        try:
-            value = value.to_value(unit)
-        except u.UnitConversionError:
-            raise u.UnitsError(f"{name} must be in {unit}, got {value.unit}.") from None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or Quantity, got {value!r}.") from None
+    value, _ = _validation.quantity_to_float(
+        value, unit, unit_message=f"{name} must be in {unit}, got {{unit}}.",
+        type_message=f"{name} must be a number or Quantity, got {{value!r}}.")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return value
@@ -191,7 +185,7 @@ def _resolve_noise(ccd, preset, read_noise, dark_current):
     elif preset is not None and preset.read_noise is not None:
         ron = _nonnegative(preset.read_noise, u.electron, f"preset {preset.name} read_noise")
     else:
-        key, value = _validation._meta_lookup(ccd.meta, READNOISE_KEYWORDS)
+        key, value = _validation.meta_lookup(ccd.meta, READNOISE_KEYWORDS)
         if key is None:
             where = f"detector preset {preset.name!r} has none" if preset is not None else (
                 "the header has no INSTRUME/DETECTOR pair matching a preset "
@@ -221,7 +215,7 @@ def _resolve_sky(ccd, sky, unit):
             raise ValueError(
                 f"sky must be a number, a Quantity or the string 'header', got {sky!r}."
             )
-        key, value = _validation._meta_lookup(ccd.meta, ("MDRIZSKY",))
+        key, value = _validation.meta_lookup(ccd.meta, ("MDRIZSKY",))
         if key is None:
             raise ValueError(
                 "sky='header' but the header has no MDRIZSKY keyword; pass the sky "
@@ -433,7 +427,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     if is_adu:
         gain_used = _validation.get_gain(ccd, gain)
         if gain_used is None and preset is not None and preset.gain is not None:
-            gain_used = _validation._positive_quantity(
+            gain_used = _validation.positive_quantity(
                 preset.gain, u.electron / u.adu, f"preset {preset.name} gain")
     scale, exptime = _validation.electron_scale(
         ccd, exposure_time=exposure_time, gain=gain_used, need_time=is_rate)
@@ -483,7 +477,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     is_header = isinstance(new_meta, fits.Header)
     if exptime is not None:
         for key in _validation.EXPTIME_KEYWORDS[1:]:
-            old_key, old = _validation._meta_lookup(new_meta, (key,))
+            old_key, old = _validation.meta_lookup(new_meta, (key,))
             if old_key is not None:
                 try:
                     set_keyword(new_meta, key, float(old) / r,
@@ -511,7 +505,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     }
     if is_adu:
         keywords["SIMGAIN"] = (gain_used, "[electron/adu] gain used")
-        _, header_gain = _validation._meta_lookup(new_meta, _validation.GAIN_KEYWORDS)
+        _, header_gain = _validation.meta_lookup(new_meta, _validation.GAIN_KEYWORDS)
         if header_gain != gain_used:
             # the output is in adu: the next step (denoise_ccd, the CLI) needs its gain
             keywords["GAIN"] = (gain_used, "[electron/adu] gain")

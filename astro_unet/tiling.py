@@ -31,12 +31,13 @@ This module needs only numpy, so it is tested without torch.
 
 import dataclasses
 import math
-import sys
-import time
 
 import numpy as np
 
-__all__ = ["TilePlan", "plan_tiles", "pad_for_plan", "feather_window", "process_tiles"]
+from ._progress import ProgressBar
+
+__all__ = ["TilePlan", "plan_tiles", "pad_for_plan", "feather_window", "process_tiles",
+           "blend_tiles"]
 
 #: Tile size and step of the paper's mosaic (``mode="paper"``).
 PAPER_TILE_SIZE = 256
@@ -293,71 +294,159 @@ def feather_window(tile_shape, overlap, *, sides=(True, True, True, True)):
     return np.outer(wy, wx)
 
 
-class _Progress:
+class NumpyTiles:
     """
-    Progress of a tile loop on stderr.
+    The array operations of `blend_tiles` on numpy arrays (the host).
 
-    * tqdm installed: a tqdm bar (``tqdm.auto``);
-    * otherwise, stderr a terminal: one line redrawn in place
-      (``astro_unet tiles: [#######.......] 12/25 (48 %, 3.1 s)``);
-    * otherwise (a log file, a pipe): a line at every tenth of the tiles.
+    Predictions are blended in float64 with float64 windows.
     """
 
-    width = 30
+    @staticmethod
+    def zeros(shape):
+        """float64 zeros of ``shape``."""
+        return np.zeros(shape)
 
-    def __init__(self, total, enabled, desc):
-        self.total, self.done, self.bar = total, 0, None
-        self.enabled = enabled
-        self.desc = desc
-        self.start = time.perf_counter()
-        self.next_report = 0.1
-        self.stream = sys.stderr
-        self.in_place = False
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        if tqdm is not None:
-            self.bar = tqdm(total=total, desc=desc, unit="tile")
-            return
-        isatty = getattr(self.stream, "isatty", None)
-        self.in_place = bool(isatty is not None and isatty())
-        if self.in_place:
-            self._draw()
+    @staticmethod
+    def stack(tiles):
+        """``(N, h, w)`` array of the tiles."""
+        return np.stack(tiles)
 
-    def _status(self):
-        elapsed = time.perf_counter() - self.start
-        return (f"{self.done}/{self.total} tiles "
-                f"({100 * self.done / max(self.total, 1):.0f} %, {elapsed:.1f} s)")
+    @staticmethod
+    def asarray(pred):
+        """The predictions as an array of this backend."""
+        return np.asarray(pred)
 
-    def _draw(self):
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.desc}: [{bar}] {self._status()}")
-        self.stream.flush()
+    @staticmethod
+    def window(window):
+        """A `feather_window` (float64 numpy) for this backend."""
+        return window
 
-    def update(self, n):
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.in_place:
-            self._draw()
-        elif self.done / self.total >= self.next_report or self.done == self.total:
-            print(f"{self.desc}: {self._status()}", file=self.stream)
-            while self.next_report <= self.done / self.total:
-                self.next_report += 0.1
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-        elif self.in_place:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.in_place = False
+class TorchTiles:
+    """
+    The array operations of `blend_tiles` on torch tensors on ``device``.
+
+    Predictions are blended in float32 on the device.
+
+    Parameters
+    ----------
+    device : `torch.device`
+        Where the tensors live.
+    """
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    def zeros(self, shape):
+        """float32 zeros of ``shape`` on the device."""
+        return self.torch.zeros(shape, dtype=self.torch.float32, device=self.device)
+
+    def stack(self, tiles):
+        """``(N, h, w)`` tensor of the tiles."""
+        return self.torch.stack(tiles)
+
+    @staticmethod
+    def asarray(pred):
+        """The predictions (already a tensor)."""
+        return pred
+
+    def window(self, window):
+        """A `feather_window` as a float32 tensor on the device."""
+        return self.torch.from_numpy(window).float().to(self.device)
+
+
+def blend_tiles(image, plan, func, *, batch_size=1, mode="feather", region=None,
+                origin=(0, 0), xp=NumpyTiles, progress=False):
+    """
+    Run ``func`` over the tiles of ``plan`` and blend the predictions (the one tile loop).
+
+    Parameters
+    ----------
+    image : array
+        The padded image (``plan.padded_shape``), or the part of it whose
+        first pixel is at ``origin`` in padded coordinates, as an array of
+        ``xp``.
+    plan : `TilePlan`
+        The tiles.
+    func : callable
+        Maps a batch of tiles ``(N, h, w)`` to predictions ``(N, C, h, w)``.
+    batch_size : int
+        Tiles per call of ``func``.
+    mode : {"feather", "paper"}
+        Feathered windows (`feather_window`) or equal weights.
+    region : tuple of tuple of int, optional
+        ``((y0, y1), (x0, x1))``, in padded coordinates: only this part of
+        the result is computed, from the tiles that touch it (default: the
+        whole padded image).
+    origin : tuple of int
+        Padded coordinates of ``image[0, 0]``.
+    xp : `NumpyTiles` or `TorchTiles`
+        Array operations (numpy on the host, torch on a device).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    result : array
+        ``(C, y1 - y0, x1 - x0)``: for every pixel of ``region`` the weighted
+        mean of the predictions of all tiles that contain it.
+
+    Raises
+    ------
+    ValueError
+        ``func`` returns the wrong shape.
+    """
+    (a, b), (c, d) = region if region is not None else ((0, plan.padded_shape[0]),
+                                                        (0, plan.padded_shape[1]))
+    oy, ox = origin
+    th, tw = plan.tile_shape
+    last_y, last_x = plan.y_starts[-1], plan.x_starts[-1]
+    origins = [(y, x) for (y, x) in plan.origins
+               if y < b and y + th > a and x < d and x + tw > c]
+    weight_sum = xp.zeros((b - a, d - c))
+    accum = None
+    windows = {}
+    bar = ProgressBar(len(origins), progress, "astro_unet tiles", unit="tile")
+    try:
+        for b0 in range(0, len(origins), batch_size):
+            chunk = origins[b0:b0 + batch_size]
+            tiles = xp.stack([image[y - oy:y - oy + th, x - ox:x - ox + tw] for y, x in chunk])
+            if tiles.shape[1:] != (th, tw):  # pragma: no cover - guarded by the callers
+                raise RuntimeError("a tile reaches beyond the image given.")
+            pred = xp.asarray(func(tiles))
+            if pred.ndim != 4 or pred.shape[0] != len(chunk) or pred.shape[2:] != (th, tw):
+                raise ValueError(
+                    f"func must return an array of shape (N, C, {th}, {tw}) with "
+                    f"N = {len(chunk)}, got {tuple(pred.shape)}."
+                )
+            if accum is None:
+                accum = xp.zeros((pred.shape[1], b - a, d - c))
+            elif pred.shape[1] != accum.shape[0]:
+                raise ValueError("func returned a different number of channels for another batch.")
+            for (y, x), p in zip(chunk, pred):
+                y0, y1 = max(y, a), min(y + th, b)
+                x0, x1 = max(x, c), min(x + tw, d)
+                in_tile = (slice(None), slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+                out = (slice(y0 - a, y1 - a), slice(x0 - c, x1 - c))
+                if mode == "paper":
+                    accum[(slice(None),) + out] += p[in_tile]
+                    weight_sum[out] += 1.0
+                    continue
+                sides = (y > 0, y < last_y, x > 0, x < last_x)
+                w = windows.get(sides)
+                if w is None:
+                    w = windows[sides] = xp.window(
+                        feather_window((th, tw), plan.overlap, sides=sides))
+                accum[(slice(None),) + out] += (w * p)[in_tile]
+                weight_sum[out] += w[in_tile[1:]]
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    accum /= weight_sum
+    return accum
 
 
 def process_tiles(image, func, *, tile_size=None, overlap=None, batch_size=1,
@@ -422,44 +511,27 @@ def process_tiles(image, func, *, tile_size=None, overlap=None, batch_size=1,
         overlap = max(0, tile_size - PAPER_STEP) if mode == "paper" else 32
     plan = plan_tiles(image.shape, tile_size=tile_size, overlap=overlap,
                       size_multiple=size_multiple, fit=mode == "feather")
-    (top, bottom), (left, right) = plan.pad
     padded = pad_for_plan(image.astype(np.float32, copy=False), plan)
-    th, tw = plan.tile_shape
+    accum = blend_tiles(padded, plan, func, batch_size=batch_size, mode=mode,
+                        progress=progress)
+    return crop_padding(accum, plan)
+
+
+def crop_padding(result, plan):
+    """
+    ``result[:, ...]`` (a padded image, numpy or torch) without the padding of ``plan``.
+
+    Parameters
+    ----------
+    result : array
+        ``(C,) + plan.padded_shape``.
+    plan : `TilePlan`
+
+    Returns
+    -------
+    cropped : array
+        ``(C,) + plan.image_shape``, a view.
+    """
+    (top, bottom), (left, right) = plan.pad
     ny, nx = plan.padded_shape
-    weight_sum = np.zeros((ny, nx))
-    accum = None
-    windows = {}
-    origins = plan.origins
-    last_y, last_x = plan.y_starts[-1], plan.x_starts[-1]
-    bar = _Progress(len(origins), progress, "astro_unet tiles")
-    try:
-        for b0 in range(0, len(origins), batch_size):
-            chunk = origins[b0:b0 + batch_size]
-            tiles = np.stack([padded[y:y + th, x:x + tw] for y, x in chunk])
-            pred = np.asarray(func(tiles))
-            if pred.ndim != 4 or pred.shape[0] != len(chunk) or pred.shape[2:] != (th, tw):
-                raise ValueError(
-                    f"func must return an array of shape (N, C, {th}, {tw}) with "
-                    f"N = {len(chunk)}, got {pred.shape}."
-                )
-            if accum is None:
-                accum = np.zeros((pred.shape[1], ny, nx))
-            elif pred.shape[1] != accum.shape[0]:
-                raise ValueError("func returned a different number of channels for another batch.")
-            for (y, x), p in zip(chunk, pred):
-                sl = (slice(y, y + th), slice(x, x + tw))
-                if mode == "paper":
-                    accum[(slice(None),) + sl] += p
-                    weight_sum[sl] += 1.0
-                    continue
-                sides = (y > 0, y < last_y, x > 0, x < last_x)
-                w = windows.get(sides)
-                if w is None:
-                    w = windows[sides] = feather_window((th, tw), plan.overlap, sides=sides)
-                accum[(slice(None),) + sl] += w * p
-                weight_sum[sl] += w
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    accum /= weight_sum
-    return accum[:, top:ny - bottom, left:nx - right]
+    return result[:, top:ny - bottom, left:nx - right]

@@ -311,7 +311,7 @@ def register_model(info, *, overwrite=False, default=False):
     return info
 
 
-def _default_target():
+def default_target():
     """Name or path that ``"default"`` stands for (configuration, then registry)."""
     configured = str(conf.default_model or "").strip()
     if configured and configured != "default":
@@ -328,10 +328,10 @@ def _default_target():
     return name
 
 
-def _lookup(name):
+def lookup(name):
     """The registry entry for ``name`` (``"default"`` resolved) or a clear ValueError."""
     if name is None or name == "default":
-        name = _default_target()
+        name = default_target()
     if name in REGISTRY:
         return REGISTRY[name]
     known = ", ".join(sorted(REGISTRY)) or "none yet"
@@ -494,7 +494,7 @@ def get_model_path(name="default", *, allow_internet=None):
     ...
     ValueError: Unknown model 'no-such-model': not a registered model name ...
     """
-    info = _lookup(name)
+    info = lookup(name)
     key = info.cache_key
     if _in_cache(key):
         return _check_cached(info, key, "the astropy cache")
@@ -527,7 +527,7 @@ def get_model_path(name="default", *, allow_internet=None):
         return _download(info, key)
 
 
-def _looks_like_path(text):
+def looks_like_path(text):
     return (os.sep in text or (os.altsep and os.altsep in text)
             or text.startswith("~") or Path(text).suffix.lower() in (".pt", ".pth"))
 
@@ -584,7 +584,7 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
     """
     target = name_or_path
     if isinstance(target, str) and target == "default":
-        target = _default_target()
+        target = default_target()
 
     model_info = None
     if isinstance(target, str) and target in REGISTRY:
@@ -602,8 +602,8 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
             ) from None
         path = os.path.expanduser(path)
         if not os.path.isfile(path):
-            if isinstance(target, str) and not _looks_like_path(target):
-                _lookup(target)  # raises the "unknown model" error
+            if isinstance(target, str) and not looks_like_path(target):
+                lookup(target)  # raises the "unknown model" error
             raise FileNotFoundError(f"Model file {path} does not exist.")
         sha = sha256_file(path)
         basename = os.path.basename(path)
@@ -667,7 +667,7 @@ def verify_model(name):
     ...
     ValueError: Unknown model 'no-such-model': not a registered model name ...
     """
-    info = _lookup(name)
+    info = lookup(name)
     key = info.cache_key
     if _in_cache(key):
         try:

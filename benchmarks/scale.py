@@ -109,7 +109,7 @@ def model_spec(args, workdir):
     from astro_unet import weights
 
     try:
-        target = weights._default_target()
+        target = weights.default_target()
         return "default", f"registered default model {target!r}"
     except ValueError:
         pass
@@ -183,9 +183,9 @@ def mosaic_child(spec):
 
     if spec.get("identity"):
         # the pipeline's own memory and time, without the network
-        import astro_unet.denoise
+        import astro_unet._inference
 
-        astro_unet.denoise._forward_batch = lambda net, x, cond_t: x.float()
+        astro_unet._inference.forward_batch = lambda net, x, cond_t: x.float()
 
     t0 = time.perf_counter()
     denoise_large(spec["input"], spec["output"], ratio=2, model=spec["model"], device="cpu",
@@ -419,9 +419,9 @@ def run_mosaic(workdir, model, n, chunk, block_workers, identity=False):
         corner = hdul[0].section[:64, :64]
         finite = bool(math.isfinite(float(corner.sum())))
         tile, overlap = hdul[0].header["DNTILE"], hdul[0].header["DNOVERLP"]
-    from astro_unet.denoise import _resolve_model
+    from astro_unet._inference import resolve
 
-    multiple = _resolve_model(model, "cpu")[0].size_multiple
+    multiple = resolve(model, "cpu")[1].size_multiple
     computed, whole, blocks = tiles_computed(n, tile, overlap, multiple, chunk)
     what = " with the network replaced by the identity (pipeline only)" if identity else ""
     out = [f"## Huge mosaic: {n}^2 float32 on disk ({size_gb:.2f} GB, written in "

@@ -516,7 +516,7 @@ def test_scan_statistics_equal_denoise(shape, monkeypatch):
     """Noise and median from strips equal those of the whole image, subsample included."""
     import dask
 
-    from astro_unet import denoise, large
+    from astro_unet import _normalization, large
     from astro_unet.large import _scan
 
     monkeypatch.setattr(large, "_STRIP_PIXELS", 160 * shape[1] + 7)  # 160-row strips
@@ -529,7 +529,7 @@ def test_scan_statistics_equal_denoise(shape, monkeypatch):
     scale, to_model = 3.0, 0.01
     x_model = data.astype(np.float64)
     x_model *= scale
-    denoise._fill_bad(x_model, bad)
+    _normalization.fill_bad(x_model, bad)
     x_model *= to_model
 
     def compute(*tasks):
@@ -540,8 +540,8 @@ def test_scan_statistics_equal_denoise(shape, monkeypatch):
                                 to_model=to_model, need_noise=True, need_level=True,
                                 compute=compute)
     assert n_bad == bad.sum()
-    assert noise == denoise._background_noise(x_model, bad)
-    assert level == denoise._background_level(x_model, bad)
+    assert noise == _normalization.background_noise(x_model, bad)
+    assert level == _normalization.background_level(x_model, bad)
     if shape[0] * shape[1] > 4_000_000:  # the subsample really differs from all pixels
         assert level != float(np.median(x_model[~bad]))
 

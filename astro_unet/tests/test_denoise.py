@@ -17,7 +17,10 @@ from astropy.wcs import WCS
 torch = pytest.importorskip("torch")
 
 from astro_unet import denoise_ccd  # noqa: E402
+from astro_unet import _inference  # noqa: E402
 from astro_unet import denoise as dn  # noqa: E402
+from astro_unet._normalization import background_noise  # noqa: E402
+from astro_unet._plan import long_exposure_factor  # noqa: E402
 from astro_unet.model import AstroUNet, ModelFileError, save_model  # noqa: E402
 
 RATIO = 2.5
@@ -217,10 +220,10 @@ def test_uncertainty_poisson_estimate_is_not_the_input():
     # the long estimate: the noise it carries, alpha * sqrt(var_in) in the output unit
     long = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
                        read_noise=ron * u.electron)
-    noise = dn._background_noise(ccd.data) * RATIO    # output unit: long-exposure counts
+    noise = background_noise(ccd.data) * RATIO    # output unit: long-exposure counts
     level = np.median(ccd.data) * RATIO
-    alpha, var_in = dn._long_exposure_factor(long.data, ratio=RATIO, noise=noise,
-                                             level=level, ron=ron * RATIO, factor=RATIO)
+    alpha, var_in = long_exposure_factor(long.data, ratio=RATIO, noise=noise,
+                                         level=level, ron=ron * RATIO, factor=RATIO)
     np.testing.assert_allclose(long.uncertainty.array, alpha * np.sqrt(var_in), rtol=1e-4)
 
 
@@ -228,20 +231,20 @@ def test_long_exposure_factor_is_the_noise_of_a_real_long_exposure():
     # short exposure: sky s electrons, read noise R; long: r s electrons, same R
     s, R, r = 30.0, 8.0, 4.0
     for flux in (0.0, 200.0):
-        alpha, var_in = dn._long_exposure_factor(np.array([s + flux]), ratio=r,
-                                                 noise=math.sqrt(s + R ** 2), level=s,
-                                                 ron=R, factor=1.0)
+        alpha, var_in = long_exposure_factor(np.array([s + flux]), ratio=r,
+                                             noise=math.sqrt(s + R ** 2), level=s,
+                                             ron=R, factor=1.0)
         assert var_in[0] == pytest.approx(s + flux + R ** 2)
         # in the short exposure's units, the long one's variance is (r (s+f) + R^2) / r^2
         assert alpha[0] ** 2 * var_in[0] == pytest.approx((r * (s + flux) + R ** 2) / r ** 2)
     # no read noise: 1/sqrt(r); read noise only: 1/r; never outside those
-    a0, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=math.sqrt(s), level=s,
-                                     ron=0.0, factor=1.0)
-    a1, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=R,
-                                     factor=1.0)
+    a0, _ = long_exposure_factor(np.array([s]), ratio=r, noise=math.sqrt(s), level=s,
+                                 ron=0.0, factor=1.0)
+    a1, _ = long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=R,
+                                 factor=1.0)
     # a read noise above the measured noise (e.g. correlated noise): read-noise limit
-    a2, _ = dn._long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=2 * R,
-                                     factor=1.0)
+    a2, _ = long_exposure_factor(np.array([s]), ratio=r, noise=R, level=s, ron=2 * R,
+                                 factor=1.0)
     assert a0[0] == pytest.approx(0.5) and a1[0] == pytest.approx(0.25)
     assert a2[0] == pytest.approx(0.25)
 
@@ -258,8 +261,8 @@ def test_uncertainty_from_model_channel():
     # the long estimate: its noise plus (1 - alpha) times the network's error
     long = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
     x = np.asarray(ccd.data, float)              # rates: output unit = input unit
-    alpha, var_in = dn._long_exposure_factor(
-        out.data, ratio=RATIO, noise=dn._background_noise(x * EXPTIME) / EXPTIME,
+    alpha, var_in = long_exposure_factor(
+        out.data, ratio=RATIO, noise=background_noise(x * EXPTIME) / EXPTIME,
         level=np.median(x), ron=0.0, factor=1.0 / EXPTIME)
     np.testing.assert_allclose(long.uncertainty.array,
                                np.sqrt(alpha ** 2 * var_in + ((1 - alpha) * expected) ** 2),
@@ -471,7 +474,7 @@ def test_model_file_roundtrip_and_cache(tmp_path):
     hdr = from_file.meta
     assert hdr["DNSHA256"] == digest and hdr["DNVER"] == "1.2" and hdr["DNSHAOF"] == "file"
     # the loaded model is cached per (name, file, device)...
-    keys = [k for k in dn._model_cache if k[1] == str(path)]
+    keys = [k for k in _inference.model_cache if k[1] == str(path)]
     assert len(keys) == 1
     again = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
     np.testing.assert_array_equal(again.data, from_file.data)
@@ -481,7 +484,7 @@ def test_model_file_roundtrip_and_cache(tmp_path):
     changed = denoise_ccd(ccd, ratio=2, model=path, device="cpu", tile_size=32)
     assert changed.meta["DNSHA256"] == digest2
     assert not np.array_equal(changed.data, from_file.data)
-    assert len(dn._model_cache) <= dn._CACHE_SIZE
+    assert len(_inference.model_cache) <= _inference.CACHE_SIZE
 
 
 def test_long_model_name_gives_valid_fits_cards(tmp_path):
@@ -585,25 +588,25 @@ def test_in_memory_model_copy_is_cached_until_weights_change():
     ccd = make_ccd()
     net = random_net()
     first = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    prepared = dn._instance_cache[net]["cpu"][1]
+    prepared = _inference.instance_cache[net]["cpu"][1]
     assert prepared is not net
     denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    assert dn._instance_cache[net]["cpu"][1] is prepared
+    assert _inference.instance_cache[net]["cpu"][1] is prepared
     with torch.no_grad():
         net.head.bias += 1.0                      # an in-place update, like an optimiser step
     changed = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
-    assert dn._instance_cache[net]["cpu"][1] is not prepared
+    assert _inference.instance_cache[net]["cpu"][1] is not prepared
     assert changed.meta["DNSHA256"] != first.meta["DNSHA256"]
     assert not np.allclose(changed.data, first.data)
 
 
 def test_autocast_setting_is_validated(monkeypatch):
-    assert dn._autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
+    assert _inference.autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
     monkeypatch.setattr(dn, "AUTOCAST_DTYPE", "int8")
     with pytest.raises(ValueError, match="AUTOCAST_DTYPE"):
-        dn._autocast(torch.device("cuda"))
+        _inference.autocast(torch.device("cuda"))
     monkeypatch.setattr(dn, "AUTOCAST_DTYPE", None)
-    assert dn._autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
+    assert _inference.autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
 
 
 class TestNoiseScaledNormalization:
@@ -621,41 +624,41 @@ class TestNoiseScaledNormalization:
         return net
 
     def test_background_noise_estimator(self):
-        from astro_unet.denoise import _background_noise
+        from astro_unet._normalization import background_noise
 
         rng = np.random.default_rng(1)
         img = rng.normal(100.0, 7.0, (200, 200))
         img[50:60, 50:60] += 1e5                       # a bright source barely matters
-        assert _background_noise(img) == pytest.approx(7.0, rel=0.05)
+        assert background_noise(img) == pytest.approx(7.0, rel=0.05)
         bad = np.zeros(img.shape, bool)
         bad[:, :100] = True
         img[:, :100] = 1e9
-        assert _background_noise(img, bad) == pytest.approx(7.0, rel=0.07)
+        assert background_noise(img, bad) == pytest.approx(7.0, rel=0.07)
 
     def test_network_input_matches_denoise_ccd(self):
         import torch
 
-        from astro_unet.denoise import _inverse_transform, _network_input, _network_target
+        from astro_unet._normalization import inverse_transform, network_input, network_target
 
         net = self._net()
         rng = np.random.default_rng(2)
         electrons = rng.poisson(30.0, (64, 64)).astype(float)
         ccd = CCDData(electrons.copy(), unit="electron", meta={"EXPTIME": 10.0})
         out = denoise_ccd(ccd, ratio=3, model=net, device="cpu", tile_size=64, estimate="mean")
-        x, cond, ctx = _network_input(electrons, norm=net.normalization, ratio=3,
-                                      exptime=10.0, read_noise=0.0,
-                                      cond_names=net.config.cond_names)
+        x, cond, ctx = network_input(electrons, norm=net.normalization, ratio=3,
+                                     exptime=10.0, read_noise=0.0,
+                                     cond_names=net.config.cond_names)
         assert cond[0] == 3 and cond[1] == pytest.approx(np.log10(ctx["noise"]))
         assert ctx["norm"]["scale"] == pytest.approx(2.0 * ctx["noise"])
         assert out.meta["DNNOISE"] == pytest.approx(ctx["noise"], rel=1e-5)
         with torch.inference_mode():
             y = net(torch.from_numpy(x)[None, None], torch.from_numpy(cond)[None])[0, 0]
-        direct, _ = _inverse_transform(y.double().numpy(), ctx["norm"], 0.0)
+        direct, _ = inverse_transform(y.double().numpy(), ctx["norm"], 0.0)
         # counts: the output is the long exposure, r times the short-exposure estimate
         np.testing.assert_allclose(out.data, 3 * direct, rtol=1e-4, atol=1e-4)
         # a target transformed with the same context round-trips
-        t = _network_target(electrons, norm=net.normalization, ctx=ctx)
-        back, _ = _inverse_transform(t.astype(float), ctx["norm"], 0.0)
+        t = network_target(electrons, norm=net.normalization, ctx=ctx)
+        back, _ = inverse_transform(t.astype(float), ctx["norm"], 0.0)
         np.testing.assert_allclose(back, electrons, rtol=1e-5, atol=1e-4)
 
     def test_bad_noise_factor(self):
@@ -668,17 +671,17 @@ class TestNoiseScaledNormalization:
 
 def test_median_offset_keeps_sky_noise_visible():
     """``offset="median"``: a sky pedestal does not squash the background noise."""
-    from astro_unet.denoise import _inverse_transform, _network_input
+    from astro_unet._normalization import inverse_transform, network_input
 
     rng = np.random.default_rng(5)
     sky = rng.poisson(5000.0, (64, 64)).astype(float)
     norm = {"unit": "electron", "transform": "asinh", "scale": "noise", "noise_factor": 3.0}
     spread = {}
     for offset in (0.0, "median"):
-        x, _, ctx = _network_input(sky, norm=dict(norm, offset=offset), ratio=2, exptime=1.0,
-                                   read_noise=0.0, cond_names=("ratio",))
+        x, _, ctx = network_input(sky, norm=dict(norm, offset=offset), ratio=2, exptime=1.0,
+                                  read_noise=0.0, cond_names=("ratio",))
         spread[offset] = x.std()
-        back, _ = _inverse_transform(x.astype(float), ctx["norm"], 0.0)
+        back, _ = inverse_transform(x.astype(float), ctx["norm"], 0.0)
         np.testing.assert_allclose(back, sky, rtol=1e-5)
     assert ctx["norm"]["offset"] == pytest.approx(5000.0, abs=10)
     assert spread["median"] > 0.25
@@ -705,7 +708,7 @@ def test_long_estimate_adds_the_input_noise_scaled_to_the_long_exposure():
                                np.std(x_long - mean.data) / 2.0, rtol=1e-6)
     # the long estimate carries the noise it added (no read noise: sqrt(var_in) / 2)
     assert np.median(long.uncertainty.array) == pytest.approx(
-        2 * dn._background_noise(ccd.data), rel=0.3)
+        2 * background_noise(ccd.data), rel=0.3)
     with pytest.raises(ValueError, match="estimate must be one of"):
         denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="median")
 

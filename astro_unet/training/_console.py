@@ -10,6 +10,8 @@ two do not garble each other.
 
 import sys
 
+from .. import _progress
+
 __all__ = []  # private module: public names for the training modules
 
 #: Prefix of the messages of `message`.
@@ -49,9 +51,9 @@ def message(text, rank=0):
         write(PREFIX + text)
 
 
-class ProgressBar:
+class ProgressBar(_progress.ProgressBar):
     """
-    A tqdm progress bar of the optimisation steps (a no-op without tqdm).
+    The progress bar of the optimisation steps: tqdm, or nothing without tqdm.
 
     Parameters
     ----------
@@ -66,24 +68,10 @@ class ProgressBar:
     def __init__(self, total, initial, enabled):
         global _active
 
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, initial=initial, desc="astro_unet train",
-                                unit="step", dynamic_ncols=True)
-                _active = self.bar
-
-    def update(self, n, **postfix):
-        """Advance by ``n`` steps and show ``postfix`` (e.g. the loss)."""
+        super().__init__(total, enabled, "astro_unet train", unit="step", initial=initial,
+                         simple=False, dynamic_ncols=True)
         if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
+            _active = self.bar
 
     def line(self, text):
         """Write a line of progress (when enabled), through the bar."""
@@ -94,7 +82,6 @@ class ProgressBar:
         """Close the bar (again: no effect)."""
         global _active
 
-        if self.bar is not None:
-            if _active is self.bar:
-                _active = None
-            self.bar.close()
+        if self.bar is not None and _active is self.bar:
+            _active = None
+        super().close()

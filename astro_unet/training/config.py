@@ -7,7 +7,7 @@ defaults are those of `TrainingConfig`) and unknown keys are errors::
 
     [run]            # name, description, version, seed, device, amp, time limit, output
     [model]          # the fields of astro_unet.model.UNetConfig
-    [normalization]  # how pixels enter the network (see astro_unet.denoise)
+    [normalization]  # how pixels enter the network (see the docs: denoise_design)
     [data]           # real images, synthetic scenes, exposures, crops, ratio schedule
     [optim]          # AdamW, warm-up + cosine schedule, steps, batch size, clipping
     [loss]           # weights of the L1, pixel-distribution and Laplace NLL terms

@@ -12,7 +12,6 @@ import contextlib
 import copy
 import csv
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from .._inference import state_sha256
 from .._utils import sha256_file
 from ._console import ProgressBar, message
 from .config import TrainingConfig, load_config
@@ -60,14 +60,6 @@ def _atomic_torch_save(obj, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_output(path) as tmp:      # the user's umask, stale temporaries removed
         torch.save(obj, tmp)
-
-
-def _params_digest(model):
-    h = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _lr_factor(step, optim):
@@ -461,12 +453,12 @@ class _Validator:
                 self.real_files.append(str(row["path"]))
                 ref_ccd = CCDData(np.asarray(ccd.data, dtype=np.float64), unit="electron",
                                   mask=mask, meta={"EXPTIME": float(row["exposure_time"])})
-                from .pairs import _real_dark_current
+                from .pairs import real_dark_current
 
                 for k, r in enumerate(v.ratios):
                     p = real_pair(ccd.data, mask=mask, exptime=float(row["exposure_time"]),
                                   ratio=r, read_noise=float(row["read_noise"]),
-                                  dark_current=_real_dark_current(str(row["path"])),
+                                  dark_current=real_dark_current(str(row["path"])),
                                   sky_level=float(row["sky_level"]),
                                   sky_subtracted=bool(row["sky_subtracted"]),
                                   rng=np.random.default_rng([seed, _VAL_REAL, i, k]),
@@ -1201,7 +1193,7 @@ class _Run:
         config, dist, device = self.config, self.dist, self.device
         run, d = config.run, config.data
         step, best, output = self.step, self.best, self.output
-        digests = dist.gather(_params_digest(self.model))
+        digests = dist.gather(state_sha256(self.model))
         if self.rank0:
             export_model = self.model
             exported = "final"

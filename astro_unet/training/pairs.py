@@ -2,44 +2,12 @@
 """
 Training pairs: a noisy short exposure and its target, made on the fly.
 
-Every pair is made with `astro_unet.simulate_short_exposure`, the function
-users call, from one of two sources:
-
-* **synthetic** (`synthetic_pair`): a noiseless scene in electron/s
-  (`astro_unet.training.render_scene`) observed for a long time
-  :math:`t` (drawn log-uniformly, 60-5000 s by default) on a sky drawn from
-  the instrument's range, which is either present in the image or, as in
-  drizzled HST products, subtracted (its photon noise stays).  The long
-  exposure's expectation is :math:`E = {\\rm truth}\\,t` electrons; the input
-  is ``simulate_short_exposure(E, r)`` (read noise and dark current of the
-  instrument: `astro_unet.DETECTOR_PRESETS`, a random 3-10 e- for ground
-  frames) and the target the **noiseless** :math:`E/r`, so the network learns
-  to go beyond a real long exposure.
-* **real** (`real_pair`): a crop of a real image in electrons (a noisy long
-  exposure of :math:`t` seconds, `astro_unet.training.load_training_image`),
-  degraded in the same way (with the table's subtracted sky added back
-  before the Poisson draw); the target is the crop divided by :math:`r`.
-
-Both input and target are in electrons *of the short exposure*.  The input
-keeps all the noise of the long exposure and adds its own, so it is always
-noisier than the target: the variance of input - target is
-:math:`\\lambda + \\sigma_{\\rm RON}^2` (with :math:`\\lambda` the expected
-short-exposure counts) against :math:`(r\\lambda + \\sigma_{\\rm long}^2)/r^2`
-for the target's own noise, at least :math:`r` times smaller when Poisson
-noise dominates.
-
-`network_arrays` maps a pair into the network's space with the private
-functions of `astro_unet.denoise` that `~astro_unet.denoise_ccd` uses, so
-training and inference see identical inputs.
-
-Ratio schedules (`schedule_ratio`): ``"paper"`` (each crop at
-:math:`r` = 2, 3, 4, 5 in order, the paper's Network 2), ``"continuous"``
-(log-uniform in 1.5-10, one model for any ratio) or ``"mixed"`` (half of the
-crops each way).
-
-`PairDataset` mixes the two sources for training; `SyntheticScenePool`
-renders its scenes once (rendering is 0.1-0.5 s per scene, too slow per
-sample).  Neither imports `torch` until an item is requested.
+Synthetic (`synthetic_pair`) and real (`real_pair`) pairs, both made with
+`astro_unet.simulate_short_exposure`; `network_arrays` maps a pair into the
+network's space exactly as `~astro_unet.denoise_ccd` does;
+`schedule_ratio` draws the ratios; `PairDataset` mixes the sources.  The
+noise budget of a pair and the schedules are described in
+:ref:`training_pairs`.
 """
 
 import dataclasses
@@ -242,7 +210,7 @@ def _sky_plane(shape, level, rng, gradient=0.1):
 def synthetic_pair(truth, *, ratio, t_long, sky_rate=0.0, sky_subtracted=True, read_noise,
                    dark_current=0.0, rng, source="synthetic"):
     """
-    A pair from a noiseless scene (see the module docstring).
+    A pair from a noiseless scene (see :ref:`training_pairs`).
 
     Parameters
     ----------
@@ -370,9 +338,9 @@ def network_arrays(pair, *, norm, cond_names):
     """
     A pair in the network's space, built as `~astro_unet.denoise_ccd` builds its input.
 
-    Calls ``astro_unet.denoise._network_input`` on the input (normalization,
+    Calls ``astro_unet._normalization.network_input`` on the input (normalization,
     bad-pixel filling, noise-scaled transform, conditioning vector) and
-    ``astro_unet.denoise._network_target`` on the target with the same
+    ``astro_unet._normalization.network_target`` on the target with the same
     context.
 
     Parameters
@@ -405,13 +373,13 @@ def network_arrays(pair, *, norm, cond_names):
     >>> float(t[0, 0]), cond.tolist(), float(valid.min())     # 100 e / 2 / 10
     (5.0, [2.0], 1.0)
     """
-    from ..denoise import _network_input, _network_target
+    from .._normalization import network_input, network_target
 
     bad = pair.mask | ~np.isfinite(pair.input)
-    x, cond, ctx = _network_input(pair.input, norm=norm, ratio=pair.ratio, exptime=pair.exptime,
-                                  read_noise=pair.read_noise, cond_names=tuple(cond_names),
-                                  bad=bad if bad.any() else None)
-    target = _network_target(np.where(bad, 0.0, pair.target), norm=norm, ctx=ctx)
+    x, cond, ctx = network_input(pair.input, norm=norm, ratio=pair.ratio, exptime=pair.exptime,
+                                 read_noise=pair.read_noise, cond_names=tuple(cond_names),
+                                 bad=bad if bad.any() else None)
+    target = network_target(np.where(bad, 0.0, pair.target), norm=norm, ctx=ctx)
     valid = ~bad & np.isfinite(target) & np.isfinite(x)
     target = np.where(valid, target, 0.0).astype(np.float32)
     x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
@@ -684,7 +652,7 @@ class PairDataset:
         path = str(row["path"])
         return real_pair(crop, mask=mask, exptime=float(row["exposure_time"]), ratio=ratio,
                          read_noise=float(row["read_noise"]),
-                         dark_current=_real_dark_current(path),
+                         dark_current=real_dark_current(path),
                          sky_level=float(row["sky_level"]),
                          sky_subtracted=bool(row["sky_subtracted"]), rng=noise_rng,
                          source=f"real:{path}")
@@ -703,7 +671,7 @@ class PairDataset:
                 torch.from_numpy(target[None]), torch.from_numpy(valid[None]))
 
 
-def _real_dark_current(path):
+def real_dark_current(path):
     """Dark current (e-/s) of the detector a real image comes from (0 when unknown)."""
     name = os.path.basename(path).lower()
     if "wfc3" in name:

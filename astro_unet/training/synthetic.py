@@ -2,46 +2,9 @@
 """
 Realistic noiseless sky scenes for training, rendered with GalSim.
 
-Real HST data at hand is only a few megapixels, and every real "long
-exposure" is itself noisy.  Synthetic scenes give unlimited variety and a
-noiseless truth, so the network can learn to go beyond the long exposure.
-Crude scenes hurt (issue 4, trial 3), so the scenes are built from the
-ingredients that make real images:
-
-* stars with an HST-like optical PSF (WFC3/UVIS 0.04"/px, ACS/WFC 0.05"/px):
-  2.4 m aperture with 0.33 central obscuration and 4 spider struts, so bright
-  stars have Airy rings and diffraction spikes, averaged over three
-  wavelengths (+-10 %) as in a broad-band filter, with small aberrations and
-  charge diffusion; or a ground-based Kolmogorov/Moffat PSF (seeing 0.7-2");
-* a power-law number count (many faint stars, few bright ones; the brightest
-  would saturate a long exposure -- the truth is kept unclipped and the pair
-  generator decides what saturates);
-* Sersic galaxies (n 0.5-4, log-normal half-light radii that grow with flux,
-  random axis ratios and orientations);
-* optionally a crowded cluster with a King (1962) radial profile, diffuse
-  nebular emission (a log-normal Gaussian random field with a power-law
-  spectrum inside a smooth envelope) and a sky plane with a gradient.
-
-Why GalSim (Rowe et al. 2015, BSD licence) rather than photutils or
-astropy.modeling: it models the *optics* -- ``galsim.OpticalPSF`` computes
-the PSF from a pupil with obscuration, struts and Zernike aberrations, which
-is what makes HST stars look like HST stars -- and it has Sersic profiles
-with exact, truncation-aware flux normalisation, atmospheric PSFs
-(Kolmogorov, Moffat) and well-tested rendering (real-space, FFT and
-photon-shooting drawing with controlled accuracy).  It is an
-optional dependency (``pip install astro_unet[train]``), imported only when
-a scene is rendered.
-
-Speed (a 256x256 scene in well under a second): GalSim draws the PSF once,
-4x oversampled, and the result is cached (keyed by wavelength rounded to
-50 nm, strut angle and one of two aberration sets; at most 64 PSFs of 1 MB).
-Pixel-integrated kernels for 16 sub-pixel phases are block sums of that
-image; all stars of one phase are added with a single FFT convolution of
-their delta map with the kernel.  Galaxies are drawn by GalSim in real space
-on 3x supersampled stamps (pixel integration by block sums) into a galaxy
-layer that is convolved once with the point-sampled PSF.  Every kernel and
-stamp is normalised, so each object adds exactly its flux (less what falls
-outside the image).
+Stars with HST-like or ground-based PSFs, galaxies, clusters, nebulae and
+sky, rendered fast from cached PSF kernels.  Why GalSim, what the scenes
+hold and how they are rendered quickly: :ref:`synthetic_scenes`.
 """
 
 import math

@@ -247,16 +247,16 @@ def test_real_pair_input_noisier_than_target():
 
 
 def test_network_arrays_use_denoise_transform():
-    from astro_unet.denoise import _network_input
+    from astro_unet._normalization import network_input
 
     rng = np.random.default_rng(2)
     p = synthetic_pair(_star_field((64, 64), 5, rng) / 100.0, ratio=4.0, t_long=800.0,
                        sky_rate=0.2, read_noise=3.1, rng=rng)
     p.mask[10:12, 10:12] = True
     x, cond, target, valid = network_arrays(p, norm=NORM, cond_names=["ratio", "log_noise"])
-    x_ref, cond_ref, ctx = _network_input(p.input, norm=NORM, ratio=4.0, exptime=200.0,
-                                          read_noise=3.1, cond_names=("ratio", "log_noise"),
-                                          bad=p.mask)
+    x_ref, cond_ref, ctx = network_input(p.input, norm=NORM, ratio=4.0, exptime=200.0,
+                                         read_noise=3.1, cond_names=("ratio", "log_noise"),
+                                         bad=p.mask)
     np.testing.assert_array_equal(x, x_ref)
     np.testing.assert_array_equal(cond, cond_ref)
     assert cond[0] == 4.0 and cond[1] == pytest.approx(np.log10(ctx["noise"]), rel=1e-6)

@@ -11,13 +11,13 @@ and says why.  Everything here is tiny and made in the test (no
 
 import contextlib
 import csv
-import hashlib
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from astro_unet.tests.helpers import digest as _digest
 from astro_unet.training import (
     EXPOSURE_TABLE_COLUMNS,
     DataConfig,
@@ -36,16 +36,6 @@ torch = pytest.importorskip("torch")
 
 NORM = {"unit": "electron", "transform": "asinh", "scale": "noise", "noise_factor": 3.0}
 COND = ("ratio", "log_noise")
-
-
-def _digest(*arrays):
-    """sha256 of the dtype, shape and bytes of each array, in order."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _state_digest(state):
