@@ -40,6 +40,11 @@ class Conf(_config.ConfigNamespace):
         "Default number of tiles per forward pass (0 = chosen from the device).",
         cfgtype="integer",
     )
+    autocast = _config.ConfigItem(
+        "auto",
+        "Mixed precision of the network on CUDA: 'auto' (bfloat16 where supported, "
+        "else float16), 'bfloat16', 'float16' or 'none' (float32).  No effect on the CPU.",
+    )
 
 
 conf = Conf()

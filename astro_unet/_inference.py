@@ -211,25 +211,22 @@ def default_overlap(net, norm):
 
 
 def autocast(device):
-    """
-    Mixed precision on CUDA as ``astro_unet.denoise.AUTOCAST_DTYPE`` says; none on CPU.
-
-    The setting is read where users set it, at each call.
-    """
+    """Mixed precision on CUDA as ``astro_unet.conf.autocast`` says; none on CPU."""
     import torch
 
-    from . import denoise
+    from ._config import conf
 
-    choice = denoise.AUTOCAST_DTYPE
-    if device.type != "cuda" or choice in (None, "float32"):
+    choice = conf.autocast
+    choice = "none" if choice is None else str(choice).lower()
+    if device.type != "cuda" or choice in ("none", "float32"):
         return contextlib.nullcontext()
     if choice == "auto":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     elif choice in ("bfloat16", "float16"):
         dtype = getattr(torch, choice)
     else:
-        raise ValueError(f"AUTOCAST_DTYPE must be 'auto', 'bfloat16', 'float16' or None, "
-                         f"got {choice!r}.")
+        raise ValueError(f"astro_unet.conf.autocast must be 'auto', 'bfloat16', 'float16' or "
+                         f"'none', got {conf.autocast!r}.")
     return torch.autocast("cuda", dtype=dtype)
 
 

@@ -43,11 +43,6 @@ from .tiling import MODES  # noqa: F401
 
 __all__ = ["denoise_ccd"]
 
-#: Mixed precision of the network on CUDA: "auto" (bfloat16 where supported,
-#: else float16), "bfloat16", "float16" or None (float32).  Read at each call.
-AUTOCAST_DTYPE = "auto"
-
-
 def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, tile_size=None,
                 overlap=None, batch_size=None, progress=False, exposure_time=None, gain=None,
                 read_noise=None, saturation=None, mode="feather", extrapolate=False):

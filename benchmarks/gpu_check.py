@@ -59,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--autocast", default="auto",
                         choices=["auto", "bfloat16", "float16", "float32"],
-                        help="mixed precision on CUDA (astro_unet.denoise.AUTOCAST_DTYPE)")
+                        help="mixed precision on CUDA (astro_unet.conf.autocast)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096],
                         help="frame sides compared (the largest is timed)")
     args = parser.parse_args(argv)
@@ -68,10 +68,11 @@ def main(argv=None):
     import torch
     from astropy.nddata import CCDData
 
+    from astro_unet import conf
     from astro_unet import denoise as dn
     from astro_unet.model import DEFAULT_CONFIG, AstroUNet
 
-    dn.AUTOCAST_DTYPE = args.autocast
+    conf.autocast = "none" if args.autocast == "float32" else args.autocast
     device = args.device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():

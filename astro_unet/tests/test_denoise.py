@@ -600,13 +600,15 @@ def test_in_memory_model_copy_is_cached_until_weights_change():
     assert not np.allclose(changed.data, first.data)
 
 
-def test_autocast_setting_is_validated(monkeypatch):
+def test_autocast_setting_is_validated():
+    from astro_unet import conf
+
     assert _inference.autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"
-    monkeypatch.setattr(dn, "AUTOCAST_DTYPE", "int8")
-    with pytest.raises(ValueError, match="AUTOCAST_DTYPE"):
-        _inference.autocast(torch.device("cuda"))
-    monkeypatch.setattr(dn, "AUTOCAST_DTYPE", None)
-    assert _inference.autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
+    with conf.set_temp("autocast", "int8"):
+        with pytest.raises(ValueError, match="conf.autocast"):
+            _inference.autocast(torch.device("cuda"))
+    with conf.set_temp("autocast", "none"):
+        assert _inference.autocast(torch.device("cuda")).__class__.__name__ == "nullcontext"
 
 
 class TestNoiseScaledNormalization:
