@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of the ``astro-unet`` command (called through ``main(argv)``)."""
 
+import collections
 import os
 import stat
 import subprocess
@@ -17,7 +18,7 @@ from astropy.wcs import WCS
 from numpy.testing import assert_allclose, assert_array_equal
 
 import astro_unet
-from astro_unet import cli, conf
+from astro_unet import _inference, cli, conf
 from astro_unet.cli import build_parser, main
 from astro_unet.fitsio import default_output
 from astro_unet.weights import ModelInfo, register_model
@@ -525,7 +526,7 @@ def test_denoise_masked_pixels_write_a_mask(capsys, tmp_path, model_file):
     assert ccd.meta["EXPTIME"] == 80.0  # --exptime 40 times the ratio
 
 
-def test_denoise_errors(capsys, tmp_path, model_file):
+def test_denoise_errors(capsys, tmp_path, model_file, monkeypatch):
     src = write_mef(tmp_path / "short.fits")
     dst = tmp_path / "short_denoised.fits"
     code, _, err = run(capsys, "denoise", src, "--ratio", "1", "--model", model_file)
@@ -539,6 +540,8 @@ def test_denoise_errors(capsys, tmp_path, model_file):
     assert_one_line_error(code, err, "junk.pt")
     with conf.set_temp("default_model", "default"):
         astro_unet.weights._ALIASES["default"] = None
+        # a default model loaded by an earlier test must not answer from the cache
+        monkeypatch.setattr(_inference, "model_cache", collections.OrderedDict())
         code, _, err = run(capsys, "denoise", src, "--ratio", "2")
     assert_one_line_error(code, err, "No default astro_unet model is registered yet")
     code, _, err = run(capsys, "denoise", src, "--ratio", "2", "--tile-size", "0")
