@@ -43,6 +43,7 @@ from .tiling import MODES  # noqa: F401
 
 __all__ = ["denoise_ccd"]
 
+
 def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, tile_size=None,
                 overlap=None, batch_size=None, progress=False, exposure_time=None, gain=None,
                 read_noise=None, saturation=None, mode="feather", extrapolate=False):
