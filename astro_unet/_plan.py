@@ -125,14 +125,14 @@ def saturation_level(ccd, saturation):
 MAX_MEDIAN_SHIFT = 100.0
 
 
-def check_output(result, x_out, bad, *, ratio, unit_scale, noise=None):
+def check_output(result, x_out, bad, *, ratio, unit_scale, noise):
     """
     Refuse a network output that is not finite or whose median departs from
     the input's by more than `MAX_MEDIAN_SHIFT` times the larger of the
     background sigma and the network's own unit (``unit_scale``, the
     normalization scale in the output unit), and more than the input's median
     level itself.  ``noise`` is the input's background sigma in the output
-    unit when the caller already measured it.
+    unit (`DenoisePlan.background`, measured before the network).
     """
     good = ~bad
     d = np.asarray(result, dtype=np.float64)[good]
@@ -141,8 +141,6 @@ def check_output(result, x_out, bad, *, ratio, unit_scale, noise=None):
     d, x = d[::step], x[::step]
     shift = np.median(d - x) if d.size else 0.0
     level = abs(np.median(x)) if d.size else 0.0
-    if noise is None:
-        noise = background_noise(x_out, bad) if d.size else 0.0
     limit = max(MAX_MEDIAN_SHIFT * max(noise, unit_scale), level)
     if not np.all(np.isfinite(d)) or abs(shift) > limit:
         raise RuntimeError(
@@ -428,11 +426,10 @@ exposure_time, gain, read_noise, saturation, extrapolate
             With a numeric normalization, the conditioning values and the
             statistics.
         """
-        need_noise, need_level = self.statistics_needed
-        norm, cond = apply_statistics(self.norm, noise=noise if need_noise else None,
-                                      level=level if need_level else None,
-                                      ratio=self.ratio, exptime=self.exptime, ron=self.ron,
+        norm, cond = apply_statistics(self.norm, noise=noise, level=level, ratio=self.ratio,
+                                      exptime=self.exptime, ron=self.ron,
                                       cond_names=self.net.config.cond_names)
+        need_noise, _ = self.statistics_needed     # DNNOISE only where the model uses it
         return dataclasses.replace(self, norm=norm, cond=tuple(cond),
                                    noise=noise if need_noise else None, background=noise,
                                    level=level)

@@ -306,22 +306,17 @@ def _strip_sample(strip, *, scale, to_model, diff_at, pixel_at):
     ``diff_at = (offset, stride)`` selects the usable neighbour differences
     (`astro_unet._normalization.background_noise`), ``pixel_at`` the usable pixels
     (`astro_unet._normalization.background_level`), counted over the whole image in
-    C order; None skips one.
+    C order.
     """
     values = np.asarray(strip).astype(np.float64)
     values *= scale
     if to_model != 1.0:
         values *= to_model
     good = np.isfinite(values)
-    diffs = pixels = None
-    if diff_at is not None:
-        pairs = good[:, 1:] & good[:, :-1]
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = values[:, 1:] - values[:, :-1]
-        diffs = _subsample(diff[pairs], *diff_at)
-    if pixel_at is not None:
-        pixels = _subsample(values[good], *pixel_at)
-    return diffs, pixels
+    pairs = good[:, 1:] & good[:, :-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = values[:, 1:] - values[:, :-1]
+    return _subsample(diff[pairs], *diff_at), _subsample(values[good], *pixel_at)
 
 
 def _as_dask(source, chunks):
@@ -335,16 +330,16 @@ def _as_dask(source, chunks):
                          name=f"astro_unet-fits-{os.getpid()}-{time.time_ns()}")
 
 
-def _scan(x, *, scale, to_model, need_noise, need_level, compute):
+def _scan(x, *, scale, to_model, compute):
     """
-    One pass (two for the statistics) over full-width strips of ``x``.
+    Two passes over full-width strips of ``x``: the counts, then the statistics.
 
     Returns ``(n_nonfinite, noise, level)``: the background noise
     (`astro_unet._normalization.background_noise`) and the median
     (`astro_unet._normalization.background_level`) of the whole image in the model
-    unit, exactly as `denoise_ccd` computes them (None when not needed): the
-    same values, or the same regular subsample of them, are gathered strip
-    by strip and handed to those very functions.
+    unit, exactly as `denoise_ccd` computes them: the same values, or the
+    same regular subsample of them, are gathered strip by strip and handed
+    to those very functions.
     """
     import dask
 
@@ -364,8 +359,6 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
             "network's float32 arithmetic cannot hold; check the unit and scale of the image.")
     if n_bad == ny * nx:
         raise ValueError("the image has no finite pixel: all values are NaN/inf.")
-    if not (need_noise or need_level):
-        return n_bad, None, None
     good_diffs = counts[:, 1]
     good_pixels = np.array([rows * nx] * len(strips))
     if ny % rows:
@@ -377,19 +370,15 @@ def _scan(x, *, scale, to_model, need_noise, need_level, compute):
     pixel_stride = subsample_stride(int(good_pixels.sum()))
     tasks = [dask.delayed(_strip_sample)(
         s, scale=scale, to_model=to_model,
-        diff_at=(int(do), diff_stride) if need_noise else None,
-        pixel_at=(int(po), pixel_stride) if need_level else None)
+        diff_at=(int(do), diff_stride), pixel_at=(int(po), pixel_stride))
         for s, do, po in zip(strips, diff_offsets, pixel_offsets)]
     parts = compute(*tasks)
-    noise = level = None
-    if need_noise:
-        sample = np.concatenate([d for d, _ in parts])
-        # a column of zeros and the differences give back the differences exactly
-        pairs = np.zeros((sample.size, 2))
-        pairs[:, 1] = sample
-        noise = background_noise(pairs)
-    if need_level:
-        level = background_level(np.concatenate([p for _, p in parts])[None, :])
+    sample = np.concatenate([d for d, _ in parts])
+    # a column of zeros and the differences give back the differences exactly
+    pairs = np.zeros((sample.size, 2))
+    pairs[:, 1] = sample
+    noise = background_noise(pairs)
+    level = background_level(np.concatenate([p for _, p in parts])[None, :])
     return n_bad, noise, level
 
 
@@ -588,8 +577,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
             return dask.compute(*args, scheduler="threads", num_workers=workers)
 
     # both statistics: the long-exposure estimate needs them whatever the model uses
-    n_bad, noise, level = _scan(x, scale=plan.scale, to_model=plan.to_model,
-                                need_noise=True, need_level=True, compute=compute)
+    n_bad, noise, level = _scan(x, scale=plan.scale, to_model=plan.to_model, compute=compute)
     plan = plan.with_statistics(noise=noise, level=level)
     out_dtype = plan.dtype
 

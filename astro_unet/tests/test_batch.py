@@ -537,8 +537,7 @@ def test_scan_statistics_equal_denoise(shape, monkeypatch):
         return dask.compute(*tasks, scheduler="sync")
 
     n_bad, noise, level = _scan(da.from_array(data, chunks=(128, 1000)), scale=scale,
-                                to_model=to_model, need_noise=True, need_level=True,
-                                compute=compute)
+                                to_model=to_model, compute=compute)
     assert n_bad == bad.sum()
     assert noise == _normalization.background_noise(x_model, bad)
     assert level == _normalization.background_level(x_model, bad)
