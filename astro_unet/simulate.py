@@ -420,8 +420,7 @@ def simulate_short_exposure(ccd, ratio, *, exposure_time=None, read_noise=None,
     preset = _resolve_detector(ccd, detector)
 
     unit = u.Unit(ccd.unit)
-    is_rate = unit.is_equivalent(u.electron / u.s) or any(
-        unit.is_equivalent(base / u.s) for base in (u.adu, u.count, u.photon))
+    is_rate = _validation.is_rate(unit)
     is_adu = not (unit.is_equivalent(u.electron) or unit.is_equivalent(u.electron / u.s))
     gain_used = None
     if is_adu:
