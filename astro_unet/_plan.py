@@ -42,7 +42,7 @@ def card(value, comment):
     return value, comment
 
 
-ESTIMATES = ("long", "mean")
+ESTIMATES = ("extended", "long", "mean")
 #: Ratios more than this factor above a model's largest trained ratio raise
 #: an error unless ``extrapolate=True``.
 EXTRAPOLATION_LIMIT = 2.0
@@ -184,23 +184,28 @@ def finish_output(result, sigma, x_out, *, ratio, estimate, bad, saturated, nois
     ``x_out`` is the input in the output's unit; ``noise``, ``level`` and
     ``ron`` are its background noise, background level and the read noise in
     the same unit, ``factor`` converts short-exposure electrons to it.
-    ``estimate="long"`` adds the input's own noise back, scaled to the level
-    of a real exposure ``ratio`` times longer: ``d + alpha (x - d)``
-    (`long_exposure_factor`; bad pixels keep ``d``), and ``sigma`` becomes
-    the noise of that exposure, plus ``(1 - alpha)`` times the network's own
-    error where the model has an uncertainty head (``model_sigma``).
+    Both ``"extended"`` and ``"long"`` return ``d + w (x - d)`` (bad pixels
+    keep ``d``) and the standard deviation ``sqrt(w**2 var_in + ((1 - w)
+    sigma)**2)`` of its error against the noiseless scene: ``w = 1 / ratio``
+    for ``"extended"``, the expected exposure ``ratio`` times longer that
+    begins with the input; ``w = alpha`` (`long_exposure_factor`) for
+    ``"long"``, the noise of a real exposure ``ratio`` times longer, whose
+    ``sigma`` term counts only where the model has an uncertainty head
+    (``model_sigma``; without it ``sigma`` is the long exposure's Poisson
+    noise, which the ``alpha`` term already is).
     Saturated pixels take the input's value (a lower limit); the caller
     masks them.
     """
-    if estimate == "long":
+    if estimate in ("long", "extended"):
         good = ~bad
         d = result[good]
         alpha, var_in = long_exposure_factor(d, ratio=ratio, noise=noise, level=level,
                                              ron=ron, factor=factor)
-        result[good] = d + alpha * (x_out[good] - d)
-        var = alpha ** 2 * var_in
-        if model_sigma:
-            var = var + ((1.0 - alpha) * sigma[good]) ** 2
+        weight = alpha if estimate == "long" else 1.0 / ratio
+        result[good] = d + weight * (x_out[good] - d)
+        var = weight ** 2 * var_in
+        if model_sigma or estimate == "extended":
+            var = var + ((1.0 - weight) * sigma[good]) ** 2
         sigma[good] = np.sqrt(var)
     if saturated is not None and saturated.any():
         result[saturated] = x_out[saturated]
@@ -219,7 +224,7 @@ def record_denoise(meta, call, *, info, ratio, tile, overlap, mode, device, unce
         "DNSHAOF": ("weights" if info.get("sha_note") else "file",
                     "DNSHA256 of the model file or of its weights"),
         "DNRATIO": (ratio, "exposure-time ratio r of denoise_ccd"),
-        "DNESTIM": (estimate, "long: noise of a real long exposure; mean"),
+        "DNESTIM": (estimate, "extended, long or mean output (see docs)"),
         "DNTILE": (int(tile), "[px] tile size"),
         "DNOVERLP": (int(overlap), "[px] minimum tile overlap"),
         "DNMODE": (mode, "tile blending (feather or paper)"),

@@ -174,9 +174,11 @@ def add_denoise_command(subparsers):
     p.add_argument("--mode", choices=("feather", "paper"), default=None,
                    help="feather: overlapping tiles with feathered blending (default); "
                         "paper: the paper's 256 px tiles moved by 32 px, averaged")
-    p.add_argument("--estimate", choices=("long", "mean"), default=None,
-                   help="long: an image with the noise of a real exposure RATIO times "
-                        "longer (default); mean: the network's expected value alone")
+    p.add_argument("--estimate", choices=("extended", "long", "mean"), default=None,
+                   help="extended: the expected exposure RATIO times longer that begins "
+                        "with this one, (input + (RATIO - 1) estimate) / RATIO (default); "
+                        "long: an image with the noise of a real exposure RATIO times "
+                        "longer; mean: the network's expected value alone")
     p.add_argument("--saturation", type=float, default=None, metavar="LEVEL",
                    help="saturation level in the image's unit: pixels at or above it are "
                         "masked (default: SATURATE keyword of a counts image)")
@@ -546,7 +548,7 @@ def _run_demo(args):
     print(_demo_table(rows, _DEMO_COLUMNS))
     print()
     for line in _DEMO_LEGEND:
-        print(line.format(n_ref=n_ref, ratio=args.ratio, unit=unit,
+        print(line.format(n_ref=n_ref, ratio=args.ratio, rm1=args.ratio - 1, unit=unit,
                           long_rms=_short_number(_value_of(long_rms))))
     print()
     print("Wrote " + ", ".join(paths.values()))
@@ -560,8 +562,9 @@ _DEMO_COLUMNS = [("n_test", "detections"), ("tpr", "TPR"), ("precision", "precis
 
 #: What each number of the demo means (every printed number is explained).
 _DEMO_LEGEND = [
-    "denoised    the default output (estimate='long'): the network's estimate plus the "
-    "input's own noise scaled to a real exposure {ratio:g} times longer",
+    "denoised    the default output (estimate='extended'): the expected exposure "
+    "{ratio:g} times longer that begins with the input, (input + {rm1:g} x network "
+    "estimate) / {ratio:g}",
     "mean estimate  estimate='mean': the network's noise-free estimate alone (its "
     "background is far quieter than any real exposure; not written to a file)",
     "detections  sources found in the image",

@@ -44,7 +44,7 @@ from .tiling import MODES  # noqa: F401
 __all__ = ["denoise_ccd"]
 
 
-def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, tile_size=None,
+def denoise_ccd(ccd, *, ratio, model="default", estimate="extended", device=None, tile_size=None,
                 overlap=None, batch_size=None, progress=False, exposure_time=None, gain=None,
                 read_noise=None, saturation=None, mode="feather", extrapolate=False):
     """
@@ -68,17 +68,20 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
         returned by ``load_model``.  A network without a ``normalization``
         attribute uses ``DEFAULT_NORMALIZATION``.  Loaded models are cached
         (the 4 most recent per name, file and device).
-    estimate : {"long", "mean"}
-        ``"long"`` (default): an image like a real exposure ``r`` times
-        longer, ``d + alpha (x - d)`` for the network's estimate ``d`` and
-        the input ``x``: the input's own noise, scaled to the level of the
-        long exposure (``alpha = 1/sqrt(r)`` without read noise, down to
-        ``1/r`` where the read noise dominates), stays (white, with the
-        right rms), so detection at the image's own rms behaves as on a
-        real long exposure.
+    estimate : {"extended", "long", "mean"}
+        ``"extended"`` (default): the expected exposure ``r`` times longer
+        of which the input is the first ``1/r``, ``(x + (r - 1) d) / r``
+        for the input ``x`` and the network's estimate ``d``: the input's
+        own photons count with their share of the exposure time, the
+        network stands for the rest.  Its white noise is the input's
+        divided by ``r``.
+        ``"long"``: an image with the noise of a real exposure ``r`` times
+        longer, ``d + alpha (x - d)`` (``alpha = 1/sqrt(r)`` without read
+        noise, down to ``1/r`` where the read noise dominates).
         ``"mean"``: the network's expected value ``d`` alone, whose
         background is much quieter than any real exposure.  See
-        :ref:`estimates`.
+        :ref:`estimates` for each output's uncertainty and the measurements
+        behind the default.
     device : str or `torch.device`, optional
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``; default ``astro_unet.conf.device`` (``"auto"``).
@@ -162,7 +165,7 @@ def denoise_ccd(ccd, *, ratio, model="default", estimate="long", device=None, ti
     ...               meta={"EXPTIME": 100.0})
     >>> out = denoise_ccd(ccd, ratio=2, model=net, device="cpu")
     >>> out.shape, out.unit, out.meta["EXPTIME"], out.meta["DNESTIM"]
-    ((64, 64), Unit("electron"), 200.0, 'long')
+    ((64, 64), Unit("electron"), 200.0, 'extended')
     """
     r = _validation.validate_ratio(ratio)
     data = _validation.validate_ccd(ccd)

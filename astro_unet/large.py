@@ -434,7 +434,7 @@ def _clean_header(header):
     return out
 
 
-def denoise_large(path_or_array, output_path=None, *, ratio, model="default", estimate="long",
+def denoise_large(path_or_array, output_path=None, *, ratio, model="default", estimate="extended",
                   hdu=None, chunk_size=None, unit=None, exposure_time=None, gain=None,
                   read_noise=None, saturation=None, header=None, device=None, tile_size=None,
                   overlap=None, batch_size=None, mode="feather", extrapolate=False,
@@ -465,7 +465,7 @@ def denoise_large(path_or_array, output_path=None, *, ratio, model="default", es
         Exposure-time ratio ``r > 1``.
     model : str, path-like, `~astro_unet.model.AstroUNet` or tuple
         As for `~astro_unet.denoise_ccd`.
-    estimate : {"long", "mean"}
+    estimate : {"extended", "long", "mean"}
         As for `~astro_unet.denoise_ccd`.
     hdu : int, str or tuple, optional
         Image HDU of a FITS file (default: the first HDU with image data);

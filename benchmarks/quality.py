@@ -1095,9 +1095,10 @@ def build_parser():
     p.add_argument("--model", action="append", default=[], metavar="LABEL=NAME_OR_PATH",
                    help="a model to evaluate: registry name or model file, with a label for "
                         "the tables (repeatable), e.g. default=default, paper=/path/paper.pt")
-    p.add_argument("--estimates", nargs="+", choices=("long", "mean"), default=["long"],
+    p.add_argument("--estimates", nargs="+", choices=("extended", "long", "mean"),
+                   default=["long"],
                    help="denoise_ccd estimate(s) to evaluate for every model; with several, "
-                        "labels get -long / -mean (default: long)")
+                        "labels get -extended / -long / -mean (default: long)")
     p.add_argument("--target-model", default=None, metavar="LABEL",
                    help="label of the shipped default model the targets apply to "
                         "(default: the model labelled 'default', if any)")

@@ -571,7 +571,7 @@ def test_demo_runs_the_main_job(tmp_path, capsys):
     assert main(["demo", "--model", str(model), "--output-dir", str(out), "--ratio", "3"]) == 0
     text = capsys.readouterr().out
     assert "short (noisy input)" in text and "denoised" in text and "F-measure" in text
-    assert "mean estimate" in text and "estimate='long'" in text
+    assert "mean estimate" in text and "estimate='extended'" in text
     # issue 11: every printed number is explained; PSNR/SSIM (set by the brightest
     # star cores: 16.6 dB noisy, -4.3 dB denoised) are not in the headline
     lines = text.splitlines()

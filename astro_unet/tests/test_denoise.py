@@ -219,12 +219,20 @@ def test_uncertainty_poisson_estimate_is_not_the_input():
     np.testing.assert_array_equal(ccd.uncertainty.array, 123.0)
     # the long estimate: the noise it carries, alpha * sqrt(var_in) in the output unit
     long = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
-                       read_noise=ron * u.electron)
+                       read_noise=ron * u.electron, estimate="long")
     noise = background_noise(ccd.data) * RATIO    # output unit: long-exposure counts
     level = np.median(ccd.data) * RATIO
     alpha, var_in = long_exposure_factor(long.data, ratio=RATIO, noise=noise,
                                          level=level, ron=ron * RATIO, factor=RATIO)
     np.testing.assert_allclose(long.uncertainty.array, alpha * np.sqrt(var_in), rtol=1e-4)
+    # the extended estimate (default): var_in / r^2 plus (1 - 1/r) times the mean's sigma
+    ext = denoise_ccd(ccd, ratio=RATIO, model=zero_head_net(), device="cpu",
+                      read_noise=ron * u.electron)
+    assert kw(ext.meta, "DNESTIM") == "extended"
+    np.testing.assert_allclose(
+        ext.uncertainty.array,
+        np.sqrt(var_in / RATIO ** 2 + ((1 - 1 / RATIO) * out.uncertainty.array) ** 2),
+        rtol=1e-4)
 
 
 def test_long_exposure_factor_is_the_noise_of_a_real_long_exposure():
@@ -259,7 +267,7 @@ def test_uncertainty_from_model_channel():
     np.testing.assert_allclose(out.uncertainty.array, expected, rtol=1e-5)
     assert kw(out.meta, "DNUNCERT") == "model"
     # the long estimate: its noise plus (1 - alpha) times the network's error
-    long = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    long = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu", estimate="long")
     x = np.asarray(ccd.data, float)              # rates: output unit = input unit
     alpha, var_in = long_exposure_factor(
         out.data, ratio=RATIO, noise=background_noise(x * EXPTIME) / EXPTIME,
@@ -268,6 +276,10 @@ def test_uncertainty_from_model_channel():
                                np.sqrt(alpha ** 2 * var_in + ((1 - alpha) * expected) ** 2),
                                rtol=1e-4)
     assert kw(long.meta, "DNUNCERT") == "model"
+    ext = denoise_ccd(ccd, ratio=RATIO, model=net, device="cpu")
+    np.testing.assert_allclose(
+        ext.uncertainty.array,
+        np.sqrt(var_in / RATIO ** 2 + ((1 - 1 / RATIO) * expected) ** 2), rtol=1e-4)
 
 
 def test_nddata_in_nddata_out():
@@ -699,7 +711,7 @@ def test_long_estimate_adds_the_input_noise_scaled_to_the_long_exposure():
     ccd = make_ccd("electron")
     snap = snapshot(ccd)
     mean = denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="mean")
-    long = denoise_ccd(ccd, ratio=4, model=net, device="cpu")
+    long = denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="long")
     assert_unchanged(ccd, snap)
     assert kw(long.meta, "DNESTIM") == "long" and kw(mean.meta, "DNESTIM") == "mean"
     # counts: the output is the long exposure, x r; d + (x r - d) / sqrt(r)
@@ -726,6 +738,35 @@ def test_long_estimate_in_rate_units_and_bad_pixels_keep_the_mean():
     np.testing.assert_allclose(long.data[good], (mean.data + (ccd.data - mean.data)
                                                  / np.sqrt(2))[good], rtol=1e-6)
     assert long.data[5, 7] == mean.data[5, 7] and long.mask[5, 7]
+
+
+def test_extended_estimate_is_the_expected_exposure_that_begins_with_the_input():
+    net = random_net()
+    ccd = make_ccd("electron")
+    ccd.mask = np.zeros(ccd.shape, bool)
+    ccd.mask[5, 7] = True
+    snap = snapshot(ccd)
+    mean = denoise_ccd(ccd, ratio=4, model=net, device="cpu", estimate="mean")
+    ext = denoise_ccd(ccd, ratio=4, model=net, device="cpu")      # the default
+    assert_unchanged(ccd, snap)
+    assert kw(ext.meta, "DNESTIM") == "extended"
+    # counts of the exposure 4 times longer: the input's own electrons (x) plus the
+    # network's expectation for the other three quarters of the time, (x r + (r - 1) d) / r
+    # in long-exposure counts (d = mean.data) = d + (x r - d) / r
+    good = ~ccd.mask
+    x_long = 4 * ccd.data
+    np.testing.assert_allclose(ext.data[good], (ccd.data + 3 * mean.data / 4)[good],
+                               rtol=1e-6)
+    np.testing.assert_allclose(ext.data[good], (mean.data + (x_long - mean.data) / 4)[good],
+                               rtol=1e-6)
+    # the input's noise stays, divided by r (its rms in long-exposure counts: that of x)
+    np.testing.assert_allclose(np.std((ext.data - mean.data)[good]),
+                               np.std((x_long - mean.data)[good]) / 4, rtol=1e-6)
+    # flux: the total of the extended image is a weighted mean of the input's and d's
+    total = (np.sum(x_long[good]) + 3 * np.sum(mean.data[good])) / 4
+    assert np.sum(ext.data[good]) == pytest.approx(total, rel=1e-9)
+    # bad pixels keep the mean estimate and stay masked
+    assert ext.data[5, 7] == mean.data[5, 7] and ext.mask[5, 7]
 
 
 def _with_ratios(net, ratios):
