@@ -583,6 +583,11 @@ def realnoise_section(args, table, data_dir, methods, models, csv_rows, save_dir
         masks.append(np.zeros(rate.shape, bool) if rate.mask is None else rate.mask)
     t = float(rows[0]["exposure_time"])
     ron = float(rows[0]["read_noise"])
+    if args.realnoise_rows:
+        # only these rows: the rest may have been used in training (data.repeated_rows)
+        start, stop = args.realnoise_rows
+        frames = [f[start:stop] for f in frames]
+        masks = [m[start:stop] for m in masks]
     mask = np.any(masks, axis=0)
     ref = np.mean(frames[1:], axis=0)
     good = ~mask
@@ -594,7 +599,10 @@ def realnoise_section(args, table, data_dir, methods, models, csv_rows, save_dir
     ref_eval = eval_ccd(ref, mask)
     input_eval = eval_ccd(frames[0], mask)
     r = float(args.realnoise_ratio)
-    log(f"M13 real-noise check: {short.shape}, t = {t:g} s, RON {ron:.4g} e-, r = {r:g}, "
+    log(f"M13 real-noise check: {short.shape}"
+        + (f" (rows {args.realnoise_rows[0]}-{args.realnoise_rows[1]})"
+           if args.realnoise_rows else "")
+        + f", t = {t:g} s, RON {ron:.4g} e-, r = {r:g}, "
         f"reference = mean of frames 2-{len(frames)}")
     results = {}
     for method in methods:
@@ -763,7 +771,9 @@ def reuse_baselines(path, methods_reused, args, results, blank, realnoise):
                                  f"differ from this run's at r={r:g}.")
             for method in methods_reused:
                 blank[(r, method)] = counts[(r, method)]
-    if realnoise:
+    if realnoise and args.realnoise_rows:
+        log("--realnoise-rows: the M13 rows of the earlier run (whole frames) are not reused")
+    elif realnoise:
         ref_noise = next(iter(realnoise.values()))["reference_noise"]
         for row in rows:
             if row["section"] != "realnoise":
@@ -1141,6 +1151,11 @@ def build_parser():
     p.add_argument("--no-realnoise", action="store_true", help="skip the M13 check")
     p.add_argument("--realnoise-ratio", type=float, default=4.0,
                    help="ratio for the M13 real-noise check (default 4)")
+    p.add_argument("--realnoise-rows", type=int, nargs=2, default=None,
+                   metavar=("START", "STOP"),
+                   help="M13 check on these rows only (default: all), e.g. 520 1040 for a "
+                        "model trained on rows 0-520 of the M13 frames "
+                        "(data.repeated_rows)")
     p.add_argument("--coverage-scenes", type=int, default=2,
                    help="synthetic scenes for the coverage of two-channel models "
                         "(default 2)")

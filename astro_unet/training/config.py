@@ -210,6 +210,21 @@ class DataConfig:
     num_workers : int
         DataLoader worker processes (0: pairs are made in the training
         process).
+    measured_fraction : float
+        Fraction of training pairs with real noise (`~astro_unet.training.MeasuredPairs`:
+        ``repeated_exposures`` and ``pair_table``), drawn before the
+        synthetic/real choice (0-1; 0 by default).
+    repeated_exposures : tuple of tuple of str
+        Groups of mutually aligned frames of one field (``path`` entries of
+        the exposure table): each frame against the mean of the others
+        (`~astro_unet.training.repeated_exposure_pairs`).
+    repeated_rows : tuple of int
+        ``(start, stop)``: the rows of the repeated frames used for
+        training; empty: all rows.
+    pair_table : str
+        ECSV table of real ``(short, long)`` files
+        (`~astro_unet.training.pair_table_pairs`; paths relative to
+        ``data_dir``); "": none.
     """
 
     data_dir: str = ""
@@ -235,6 +250,10 @@ class DataConfig:
     augment: bool = True
     max_bad_fraction: float = 0.1
     num_workers: int = 0
+    measured_fraction: float = 0.0
+    repeated_exposures: tuple = ()
+    repeated_rows: tuple = ()
+    pair_table: str = ""
 
     def check(self):
         if not 0 <= self.synthetic_fraction <= 1:
@@ -268,6 +287,23 @@ class DataConfig:
         if not ratios or min(ratios) <= 1:
             raise ConfigError("data.paper_ratios must be ratios > 1.")
         self.paper_ratios = ratios
+        if not 0 <= self.measured_fraction <= 1:
+            raise ConfigError("data.measured_fraction must be in [0, 1].")
+        self.repeated_exposures = tuple(
+            _str_tuple(g, "data.repeated_exposures (each group)")
+            for g in (self.repeated_exposures or ()))
+        if any(len(g) < 2 for g in self.repeated_exposures):
+            raise ConfigError("data.repeated_exposures: each group needs at least 2 frames.")
+        rows = tuple(self.repeated_rows or ())
+        if rows:
+            if len(rows) != 2 or not all(isinstance(v, int) for v in rows) or \
+                    not 0 <= rows[0] < rows[1]:
+                raise ConfigError(f"data.repeated_rows must be [start, stop] with "
+                                  f"0 <= start < stop, got {list(rows)}.")
+        self.repeated_rows = rows
+        if self.measured_fraction > 0 and not (self.repeated_exposures or self.pair_table):
+            raise ConfigError("data.measured_fraction > 0 needs data.repeated_exposures or "
+                              "data.pair_table.")
         self.train_splits = _str_tuple(self.train_splits, "data.train_splits")
         self.validation_splits = _str_tuple(self.validation_splits, "data.validation_splits")
         self.instruments = _instrument_dict(self.instruments, "data.instruments",

@@ -317,16 +317,69 @@ def _real_dataset(config, splits, *, size, seed):
                                     max_bad_fraction=d.max_bad_fraction)
 
 
+def _measured_pairs(config):
+    """The `MeasuredPairs` of the configuration (None when it uses none)."""
+    from .data import default_data_dir, load_training_image, read_exposure_table
+    from .measured import MeasuredPairs, pair_table_pairs, repeated_exposure_pairs
+
+    d = config.data
+    if not d.measured_fraction > 0:
+        return None
+    data_dir = default_data_dir(d.data_dir or None)
+    pairs = []
+    if d.repeated_exposures:
+        table = read_exposure_table(d.exposure_table or None)
+        paths = [str(p) for p in table["path"]]
+        for group in d.repeated_exposures:
+            frames, masks, rows = [], [], []
+            for path in group:
+                if path not in paths:
+                    raise ValueError(f"data.repeated_exposures: {path!r} is not in the "
+                                     "exposure table.")
+                row = table[paths.index(path)]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ccd = load_training_image(row, data_dir)
+                frames.append(np.asarray(ccd.data, dtype=np.float64))
+                masks.append(np.zeros(ccd.shape, bool) if ccd.mask is None
+                             else np.asarray(ccd.mask, bool))
+                rows.append(row)
+            times = {float(r["exposure_time"]) for r in rows}
+            if len(times) != 1:
+                raise ValueError(f"data.repeated_exposures: the frames of {list(group)} have "
+                                 f"different exposure times {sorted(times)}.")
+            pairs += repeated_exposure_pairs(
+                frames, masks=masks, exptime=times.pop(),
+                read_noise=float(rows[0]["read_noise"]), rows=d.repeated_rows or None,
+                source=f"repeated:{group[0]}")
+    if d.pair_table:
+        pairs += pair_table_pairs(d.pair_table, data_dir=data_dir)
+    return MeasuredPairs(pairs)
+
+
 def _data_files(config, real):
-    """The real files used, with split and sha256 (for the training record)."""
-    if real is None:
-        return []
+    """The real files used, with split (or use) and sha256 (for the training record)."""
+    from .data import default_data_dir
+
     files = []
-    for row in real.rows:
+    for row in (real.rows if real is not None else ()):
         path = os.path.join(str(real.data_dir), str(row["path"]))
         files.append({"path": str(row["path"]), "split": str(row["split"]),
                       "exposure_time": float(row["exposure_time"]),
                       "sha256": sha256_file(path) if os.path.isfile(path) else None})
+    d = config.data
+    if d.measured_fraction > 0:
+        data_dir = str(default_data_dir(d.data_dir or None))
+        rows = list(d.repeated_rows) or "all"
+        for group in d.repeated_exposures:
+            for name in group:
+                path = os.path.join(data_dir, name)
+                files.append({"path": name, "split": f"repeated exposures (rows {rows})",
+                              "sha256": sha256_file(path) if os.path.isfile(path) else None})
+        if d.pair_table:
+            files.append({"path": d.pair_table, "split": "pair table",
+                          "sha256": sha256_file(d.pair_table)
+                          if os.path.isfile(d.pair_table) else None})
     return files
 
 
@@ -468,6 +521,7 @@ class _Validator:
         self.l1_batches = []
         if v.l1_batches > 0 and (self.pool is not None or real_val is not None):
             data = copy.deepcopy(config.data)
+            data.measured_fraction = 0.0       # validation: simulated pairs only
             if self.pool is None:
                 data.synthetic_fraction = 0.0
             elif real_val is None:
@@ -966,9 +1020,15 @@ class _Run:
                                     workers=max(1, min(d.num_workers, os.cpu_count() or 1)))
             message(f"synthetic pool: {len(self.pool)} scenes of {d.scene_size} px "
                     f"({time.time() - t0:.1f} s)", dist.rank)
+        self.measured = _measured_pairs(config)
+        if self.measured is not None:
+            sources = sorted({p.source.rsplit(":", 1)[0] for p in self.measured.pairs})
+            message(f"measured pairs: {len(self.measured)} ({', '.join(sources)}), "
+                    f"{d.measured_fraction:.0%} of the training pairs", dist.rank)
         self.norm = dict(config.normalization)
         dataset = PairDataset(norm=self.norm, cond_names=config.model.cond_names, data=d,
-                              pool=self.pool, real=self.real, seed=run.seed)
+                              pool=self.pool, real=self.real, measured=self.measured,
+                              seed=run.seed)
         # fail early, with a clear message, on a normalization denoise_ccd would refuse
         try:
             dataset.arrays(0)

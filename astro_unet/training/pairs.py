@@ -560,6 +560,9 @@ class PairDataset:
     real : `~astro_unet.training.RealImageDataset`, optional
         Real images (its ``images`` and ``rows``); needed when
         ``data.synthetic_fraction < 1``.
+    measured : `~astro_unet.training.MeasuredPairs`, optional
+        Pairs with real noise, drawn for a fraction ``data.measured_fraction``
+        of the items (their ratio is the pair's own, not the schedule's).
     seed : int, optional
         Seed.
     length : int, optional
@@ -577,24 +580,28 @@ class PairDataset:
     ((1, 32, 32), (2,), (1, 32, 32), (1, 32, 32))
     """
 
-    def __init__(self, *, norm, cond_names, data=None, pool=None, real=None, seed=0,
-                 length=1 << 30):
+    def __init__(self, *, norm, cond_names, data=None, pool=None, real=None, measured=None,
+                 seed=0, length=1 << 30):
         self.data = data or DataConfig()
         self.norm = dict(norm)
         self.cond_names = tuple(cond_names)
         self.pool = pool
         self.real = real
+        self.measured = measured
+        if float(self.data.measured_fraction) > 0 and not measured:
+            raise ValueError("data.measured_fraction > 0 needs measured pairs (measured=...).")
         self.seed = int(seed)
         self.length = int(length)
         self.epoch = 0
         frac = float(self.data.synthetic_fraction)
-        if real is None or not getattr(real, "images", None):
+        simulated = float(self.data.measured_fraction) < 1     # some items are simulated
+        if simulated and (real is None or not getattr(real, "images", None)):
             if frac < 1:
                 raise ValueError("synthetic_fraction < 1 needs real images (real=...).")
-        if frac > 0 and (pool is None or len(pool) == 0):
+        if simulated and frac > 0 and (pool is None or len(pool) == 0):
             raise ValueError("synthetic_fraction > 0 needs a SyntheticScenePool (pool=...).")
         size = self.data.crop_size
-        if frac > 0 and min(pool.scenes[0].shape) < size:
+        if simulated and frac > 0 and min(pool.scenes[0].shape) < size:
             raise ValueError(f"pool scenes ({pool.scenes[0].shape}) are smaller than the "
                              f"crop size {size}.")
         if real is not None and getattr(real, "images", None):
@@ -625,6 +632,9 @@ class PairDataset:
         crop_rng = np.random.default_rng([self.seed, self.epoch, _STREAM_GROUP, *key, 7])
         noise_rng = np.random.default_rng([self.seed, self.epoch, _STREAM_NOISE, int(index)])
         size = d.crop_size
+        if d.measured_fraction > 0 and crop_rng.random() < d.measured_fraction:
+            return self.measured.pair(crop_rng, size=size, augment=d.augment,
+                                      max_bad_fraction=d.max_bad_fraction)
         if crop_rng.random() < d.synthetic_fraction:
             j = int(crop_rng.integers(len(self.pool)))
             scene = self.pool.scenes[j]
