@@ -44,11 +44,13 @@ print(short.meta["EXPTIME"], short.meta["SIMDET"])
 # header of the input, ``EXPTIME`` multiplied by ``ratio`` and ``DN*``
 # keywords that record what was done.
 #
-# By default (``estimate="long"``) the output looks like a real exposure
-# ``ratio`` times longer: the network's estimate plus the input's own noise,
-# scaled down to the long exposure's level.  ``estimate="mean"`` returns the
-# network's expected value alone, with a background far quieter than any
-# real exposure (see :ref:`estimates`).
+# By default (``estimate="extended"``) the output is the expected exposure
+# ``ratio`` times longer that begins with this one: the input's own photons
+# with their share ``1 / ratio`` of the time, and the network's estimate for
+# the rest, ``(x + (ratio - 1) d) / ratio``.  ``estimate="long"`` keeps the
+# input's noise at the level of a real long exposure, and
+# ``estimate="mean"`` returns the network's expected value alone, with a
+# background far quieter than any real exposure (see :ref:`estimates`).
 
 from astro_unet import denoise_ccd
 
@@ -68,7 +70,7 @@ from astro_unet import plot_comparison, plot_residuals
 
 fig = plot_comparison(
     short, denoised, mean, long,
-    titles=[f"input ({802 / ratio:.0f} s)", 'estimate="long"', 'estimate="mean"',
+    titles=[f"input ({802 / ratio:.0f} s)", 'estimate="extended" (default)', 'estimate="mean"',
             "long exposure (802 s)"],
     stretch="linear", interval="zscale")
 plt.show()
