@@ -578,7 +578,7 @@ def load_model(name_or_path="default", *, allow_internet=None, map_location="cpu
     >>> from astro_unet import load_model
     >>> net, info = load_model()                 # the bundled default, offline
     >>> info["name"], net.config.cond_names
-    ('astro-unet-default-v3', ('ratio', 'log_noise'))
+    ('astro-unet-default-v4', ('ratio', 'log_noise'))
     >>> info["sha256"] == info["model_info"].sha256
     True
     """
