@@ -203,7 +203,7 @@ def _variance(ccd, shape):
     except (TypeError, ValueError, NotImplementedError, AttributeError):
         warnings.warn(
             f"{type(unc).__name__} cannot be expressed as a variance: the resampled "
-            "image has no uncertainty.", AstropyUserWarning, stacklevel=3)
+            "image has no uncertainty.", AstropyUserWarning, stacklevel=4)
         return None
     values = np.array(var.array, dtype=float)
     if var.unit is not None:
@@ -276,28 +276,23 @@ def _resample(ccd, name, wcs_in, wcs_out, shape_out, *, method, order):
     if variance is not None:
         planes.append(_fill(variance, bad))
     stack = np.stack(planes)
-    with warnings.catch_warnings():
-        # reproject warns when the pixel dimensions of the WCS are not set
-        warnings.filterwarnings("ignore", message=".*pixel_shape.*")
-        if method == "interp":
-            out, footprint = reproject_interp((stack, wcs_in), wcs_out, shape_out=shape_out,
-                                              order=order)
-            # the pixels whose interpolation stencil holds a masked pixel: bilinear
-            # weights of the mask, grown by one pixel for the 4 x 4 (3 x 3) stencils
-            # of the cubic (quadratic) splines
-            grown = ndimage.binary_dilation(bad, np.ones((3, 3), bool)) if ORDERS[order] > 1 \
-                else bad
-            touched, _ = reproject_interp((grown.astype(float), wcs_in), wcs_out,
-                                          shape_out=shape_out,
-                                          order=0 if ORDERS[order] == 0 else 1)
+    if method == "interp":
+        out, footprint = reproject_interp((stack, wcs_in), wcs_out, shape_out=shape_out,
+                                          order=order)
+        # the pixels whose interpolation stencil holds a masked pixel: bilinear
+        # weights of the mask, grown by one pixel for the 4 x 4 (3 x 3) stencils
+        # of the cubic (quadratic) splines
+        grown = ndimage.binary_dilation(bad, np.ones((3, 3), bool)) if ORDERS[order] > 1 else bad
+        touched, _ = reproject_interp((grown.astype(float), wcs_in), wcs_out,
+                                      shape_out=shape_out, order=0 if ORDERS[order] == 0 else 1)
+    else:
+        stack = np.concatenate([stack, bad[np.newaxis].astype(float)])
+        if method == "exact":
+            out, footprint = reproject_exact((stack, wcs_in), wcs_out, shape_out=shape_out)
         else:
-            stack = np.concatenate([stack, bad[np.newaxis].astype(float)])
-            if method == "exact":
-                out, footprint = reproject_exact((stack, wcs_in), wcs_out, shape_out=shape_out)
-            else:
-                out, footprint = reproject_adaptive((stack, wcs_in), wcs_out,
-                                                    shape_out=shape_out, conserve_flux=False)
-            out, touched = out[:-1], out[-1]
+            out, footprint = reproject_adaptive((stack, wcs_in), wcs_out, shape_out=shape_out,
+                                                conserve_flux=False)
+        out, touched = out[:-1], out[-1]
     footprint = np.asarray(footprint, dtype=float)
     if footprint.ndim == 3:
         footprint = footprint[0]
