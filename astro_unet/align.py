@@ -491,7 +491,9 @@ def align_pair(short, long, *, grid="short", method="interp", order="bicubic",
         `~reproject.reproject_exact` (exact overlap areas; slower) or
         `~reproject.reproject_adaptive` (anti-aliased, for large changes of
         pixel scale; ``conserve_flux=False``, the area factor is applied
-        here).
+        here).  Onto coarser pixels prefer 'exact' or 'adaptive' (they
+        average, interpolation samples); onto finer pixels prefer 'interp'
+        (the other two widen the stars a little).
     order : {'bicubic', 'biquadratic', 'bilinear', 'nearest-neighbor'} or int, optional
         Interpolation order of ``method="interp"`` (ignored by the others).
     detection_threshold : float, optional
