@@ -24,3 +24,4 @@ from .sample_data import *  # noqa: F401,F403
 from .visualization import *  # noqa: F401,F403
 from .files import *  # noqa: F401,F403
 from .large import *  # noqa: F401,F403
+from .align import *  # noqa: F401,F403

@@ -323,6 +323,12 @@ def _match_sky(x1, y1, wcs1, x2, y2, wcs2, radius_pix):
     return _greedy(np.asarray(i, int), np.asarray(j, int), sep.to_value(u.arcsec) / scale)
 
 
+#: Public names of the engine for the package's other modules (``align``), which
+#: never import a ``_private`` name; not in ``__all__``, not part of the user API.
+detect_and_measure = _detect_and_measure
+match_pixels = _match_pixels
+
+
 # --------------------------------------------------------------------------- public function
 def _check_choice(value, choices, name):
     if value not in choices:

@@ -6,6 +6,7 @@ ORDER = [
     "plot_denoise_sample.py",
     "plot_cosmic_rays.py",
     "plot_photometry.py",
+    "plot_real_pair.py",
     "plot_denoise_file.py",
     "plot_many_files.py",
     "plot_train_tiny.py",

@@ -24,6 +24,7 @@ intersphinx_mapping.update(
     {
         "ccdproc": ("https://ccdproc.readthedocs.io/en/stable/", None),
         "photutils": ("https://photutils.readthedocs.io/en/stable/", None),
+        "reproject": ("https://reproject.readthedocs.io/en/stable/", None),
         "torch": ("https://docs.pytorch.org/docs/stable/", None),
         "dask": ("https://docs.dask.org/en/stable/", None),
     }
