@@ -154,3 +154,52 @@ def test_training_with_repeated_exposures(tmp_path):
     assert measured[0]["split"] == "repeated exposures (rows [0, 64])"
     assert all(len(f["sha256"]) == 64 for f in measured)
     assert record["config"]["data"]["measured_fraction"] == 0.5
+
+
+def _wcs(crpix):
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = list(crpix)
+    w.wcs.cdelt = [-1e-5, 1e-5]
+    return w
+
+
+def test_pair_table_pairs_align_the_long_exposure_onto_the_short_grid(tmp_path):
+    pytest.importorskip("reproject")
+    from astro_unet.training import pair_table_pairs
+
+    rng = np.random.default_rng(7)
+    shape = (80, 80)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+
+    def stars(dy, dx):
+        img = np.full(shape, 2.0)
+        for y, x in ((20.3, 30.1), (50.7, 55.2), (62.1, 15.8), (35.5, 65.4)):
+            img += 300.0 * np.exp(-((yy - y - dy) ** 2 + (xx - x - dx) ** 2) / 4.0)
+        return img
+
+    # the long exposure (400 s) points 3 px further in x and 2 px in y: integer shift
+    long_rate = stars(2.0, 3.0)
+    short_rate = stars(0.0, 0.0)
+    hdr_l = _wcs((41.0 + 3.0, 41.0 + 2.0)).to_header()
+    hdr_l.update(BUNIT="electron/s", EXPTIME=400.0)
+    hdr_s = _wcs((41.0, 41.0)).to_header()
+    hdr_s.update(BUNIT="electron", EXPTIME=100.0, RDNOISE=3.0)
+    fits.writeto(tmp_path / "long.fits", long_rate.astype(np.float32), hdr_l)
+    fits.writeto(tmp_path / "short.fits",
+                 (rng.poisson(short_rate * 100.0)).astype(np.float32), hdr_s)
+    Table({"short": ["short.fits"], "long": ["long.fits"]}).write(tmp_path / "pairs.ecsv")
+    pairs = pair_table_pairs(tmp_path / "pairs.ecsv", data_dir=tmp_path)
+    (p,) = pairs
+    assert p.ratio == 4.0 and p.exptime == 100.0 and p.read_noise == 3.0
+    assert p.input.shape == shape and p.source == "pair:short.fits"
+    good = ~p.mask
+    # the target is the long exposure's rate on the short grid, in electrons of 100 s
+    np.testing.assert_allclose(p.target[good], (short_rate * 100.0)[good], rtol=1e-3)
+    # pixels the long exposure does not cover are masked in both
+    assert p.mask[:, -3:].all() and p.mask[-2:, :].all() and good.sum() > 0.8 * p.mask.size
+    with pytest.raises(ValueError, match="columns 'short' and 'long'"):
+        pair_table_pairs(Table({"short": ["short.fits"]}), data_dir=tmp_path)
