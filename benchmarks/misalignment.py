@@ -19,22 +19,33 @@ and a Gaussian filter.
   read_noise=<table>)`` with the model's default estimate unless
   ``--estimate`` is given.  Each is run once per (image, r); every shift
   reuses that output (``--cache DIR`` also keeps the network outputs on disk).
-* **Shifts**: the truth ``T`` is resampled with ``scipy.ndimage.shift``
-  (cubic spline, ``order=3``, ``mode="nearest"``; masked pixels filled with
-  the nearest good value first) by s = 0.25, 0.5, 1, 2 px along x and along
-  the diagonal (s/sqrt2, s/sqrt2).  ``S_s(T)`` is the truth shifted by s.
-* **Rows.**  *misaligned*: ``photometric_comparison(S_s(T), output)`` --
-  the output is off by s from its truth.  *aligned control*:
-  ``photometric_comparison(S_s(T), S_s(output))`` -- the same resampled
-  truth (so the same reference catalogue and threshold) against the output
-  resampled the same way, i.e. no relative offset.  Spline resampling by a
-  fraction of a pixel low-passes the image: the truth's own noise drops
-  (its background rms by about 5 % at 0.5 px along one axis, see the
-  ``truth rms`` column), which changes its 7-sigma catalogue.  The control
-  carries that change too, so ``misaligned - control`` is the effect of the
-  offset alone; ``misaligned(s) - misaligned(0)`` also includes the
-  resampling.  s = 0 is the unresampled truth (a shift by 0 is the
-  identity; integer shifts along x are exact copies as well).
+* **Shifts**: images are resampled with ``scipy.ndimage.shift`` (cubic
+  spline, ``order=3``, ``mode="nearest"``; masked pixels filled with the
+  nearest good value first) by s = 0.25, 0.5, 1, 2 px along x and along the
+  diagonal (s/sqrt2, s/sqrt2).  ``S_v`` is a shift by the vector v.
+* **Three comparisons per shift** (reference = the truth ``T``, test = the
+  method's output ``O``):
+
+  - *target*: ``(S_s T, O)``, the truth shifted by s, the output as it is
+    (what was asked: a target off by s);
+  - *offset*: ``(S_{s/2} T, S_{-s/2} O)``, the same relative offset s split
+    between the two images;
+  - *aligned*: ``(S_{s/2} T, S_{s/2} O)``, the offset row's resampling
+    without the offset.
+
+  Why three: spline resampling by a fraction of a pixel low-passes the
+  image.  The truth's own noise drops (its background rms by up to 11 % at
+  0.5 px diagonal, the ``truth rms`` column), and with it its 7-sigma
+  threshold: under 'self' its catalogue gains faint sources, under
+  'reference' every test image is thresholded lower.  In the *target* rows
+  this is mixed with the offset, and no aligned control exists for them
+  that leaves the output unresampled.  In *offset* and *aligned* the
+  reference is the same image and both tests are resampled by the same
+  fraction of a pixel (a spline shift by -d and +d smooths alike), so
+  ``offset - aligned`` is the effect of the offset alone, and
+  ``aligned - (s = 0)`` the effect of the resampling alone.  At s = 0 the
+  three are one comparison of the unresampled images (a shift by 0 is the
+  identity; so are integer shifts along x, up to the edge).
 * **Evaluated pixels**: the same for every row of an image: a frame of
   ``ceil(max s) + 2`` px on all four sides (pixels that a shift invalidates
   or that the spline fills from the edge) and every pixel that a shifted
@@ -79,6 +90,7 @@ import hashlib
 import inspect
 import math
 import os
+import resource
 import shlex
 import sys
 import time
@@ -103,7 +115,9 @@ SHIFTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 #: unit vectors (dx, dy) of the shift directions
 DIRECTIONS = {"x": (1.0, 0.0), "diagonal": (math.sqrt(0.5), math.sqrt(0.5))}
 SPLINE = dict(order=3, mode="nearest")
-SECTIONS = ("misaligned", "control")
+#: target: truth shifted by s, output as it is; offset: truth +s/2, output -s/2;
+#: aligned: truth +s/2, output +s/2 (the offset row's resampling without the offset)
+SECTIONS = ("target", "offset", "aligned")
 #: Bump when the way outputs are made changes, to invalidate ``--cache`` entries.
 CACHE_VERSION = 1
 CSV_FIELDS = (
@@ -162,7 +176,7 @@ def evaluation_mask(shape, truth_mask, input_mask, vectors):
 
 
 @contextlib.contextmanager
-def memoised_detection(enabled=True, maxsize=8):
+def memoised_detection(enabled=True, maxsize=16):
     """
     Memoise ``astro_unet.photometry._detect_and_measure`` by content.
 
@@ -264,70 +278,111 @@ def csv_row(section, thr, image, r, method, vec, s, **extra):
 
 
 # --------------------------------------------------------------------------- measurement
-def measure(args, table, data_dir, model, csv_rows):
-    """Per-image comparisons; returns {(section, thr, r, method, shift, direction): records}."""
+def measure_one(args, model, data_dir, i, path, r):
+    """
+    Every comparison of one (image, ratio).
+
+    Returns ``(entries, csv_rows, memo_stats)``; ``entries`` is a list of
+    ``((section, thr, r, method, shift, direction), record)``.
+    """
+    table = read_exposure_table(args.table)
     vectors = shift_vectors(args.shifts)
-    per = {}
-    for i, path in enumerate(args.images):
-        row = _quality.table_row(table, path)
-        truth, t = _quality.load_rate(row, data_dir, clean_cosmics=path in args.clean_cosmics)
-        ron = float(row["read_noise"])
-        dark = _quality.dark_current_for(path)
-        sky = _quality.sky_argument(row)
-        stem = Path(path).name.replace(".fits", "")
-        truth_mask = None if truth.mask is None else np.asarray(truth.mask, dtype=bool)
-        filled = _baselines.fill_bad(truth.data, truth_mask)
-        truths = {v: shift_image(filled, v[2], v[3]) for v in vectors}
-        log(f"{path}: {truth.shape}, t = {t:.6g} s, RON {ron:.4g} e-, dark {dark:.3g} e-/s, "
-            f"sky arg {sky}")
-        for r in args.ratios:
-            seed = args.seed + 100 * i + int(round(10 * r))
-            short = simulate_short_exposure(truth, r, exposure_time=t, read_noise=ron,
-                                            dark_current=dark, sky=sky, seed=seed)
-            in_mask = None if short.mask is None else np.asarray(short.mask, dtype=bool)
-            data = np.asarray(short.data, dtype=np.float64)
-            outputs, seconds = OrderedDict(), {}
-            outputs["input"], seconds["input"] = data.copy(), 0.0
-            t0 = time.perf_counter()
-            outputs["gaussian"] = _baselines.gaussian(data, in_mask, sigma=args.gaussian_sigma)
-            seconds["gaussian"] = time.perf_counter() - t0
-            outputs[model["label"]], seconds[model["label"]] = run_model(
-                short, ratio=r, read_noise=ron, model=model, args=args)
-            mask, border = evaluation_mask(truth.shape, truth_mask, in_mask, vectors)
-            n_pix = int((~mask).sum())
-            filled_out = {m: _baselines.fill_bad(o, in_mask) for m, o in outputs.items()}
-            log(f"  r={r:g} seed {seed}: {model['label']} {seconds[model['label']]:.1f} s; "
-                f"{n_pix} px evaluated (frame {border} px)")
-            rms0 = {}
-            for vec in vectors:
-                s_px, direction, dx, dy = vec
-                ref = _quality.eval_ccd(truths[vec], mask)
-                msg = []
-                for method, out in outputs.items():
-                    tests = {"misaligned": _quality.eval_ccd(out, mask)}
-                    if s_px > 0:
-                        tests["control"] = _quality.eval_ccd(
-                            shift_image(filled_out[method], dx, dy), mask)
+    row = _quality.table_row(table, path)
+    truth, t = _quality.load_rate(row, data_dir, clean_cosmics=path in args.clean_cosmics)
+    ron = float(row["read_noise"])
+    dark = _quality.dark_current_for(path)
+    sky = _quality.sky_argument(row)
+    stem = Path(path).name.replace(".fits", "")
+    truth_mask = None if truth.mask is None else np.asarray(truth.mask, dtype=bool)
+    filled_truth = _baselines.fill_bad(truth.data, truth_mask)
+    seed = args.seed + 100 * i + int(round(10 * r))
+    short = simulate_short_exposure(truth, r, exposure_time=t, read_noise=ron,
+                                    dark_current=dark, sky=sky, seed=seed)
+    in_mask = None if short.mask is None else np.asarray(short.mask, dtype=bool)
+    data = np.asarray(short.data, dtype=np.float64)
+    outputs, seconds = OrderedDict(), {}
+    outputs["input"], seconds["input"] = data.copy(), 0.0
+    t0 = time.perf_counter()
+    outputs["gaussian"] = _baselines.gaussian(data, in_mask, sigma=args.gaussian_sigma)
+    seconds["gaussian"] = time.perf_counter() - t0
+    outputs[model["label"]], seconds[model["label"]] = run_model(
+        short, ratio=r, read_noise=ron, model=model, args=args)
+    mask, border = evaluation_mask(truth.shape, truth_mask, in_mask, vectors)
+    n_pix = int((~mask).sum())
+    filled = {m: _baselines.fill_bad(o, in_mask) for m, o in outputs.items()}
+    log(f"{stem} r={r:g} (seed {seed}): {truth.shape}, t = {t:.6g} s, RON {ron:.4g} e-, "
+        f"dark {dark:.3g} e-/s, sky arg {sky}; {model['label']} {seconds[model['label']]:.1f} "
+        f"s; {n_pix} px evaluated (frame {border} px)")
+
+    truth_cache = {}
+
+    def truth_at(dx, dy):
+        if (dx, dy) not in truth_cache:
+            truth_cache[(dx, dy)] = _quality.eval_ccd(shift_image(filled_truth, dx, dy), mask)
+        return truth_cache[(dx, dy)]
+
+    entries, rows = [], []
+    rms0 = {}
+    with memoised_detection(not args.no_memo) as memo:
+        for vec in vectors:
+            s_px, direction, dx, dy = vec
+            # (reference, test) of each section; s = 0: one comparison for all three
+            pairs = {"target": ((dx, dy), (0.0, 0.0))}
+            if s_px > 0:
+                pairs["offset"] = ((dx / 2, dy / 2), (-dx / 2, -dy / 2))
+                pairs["aligned"] = ((dx / 2, dy / 2), (dx / 2, dy / 2))
+            msg = []
+            for method in outputs:
+                for section, (ref_shift, test_shift) in pairs.items():
+                    ref = truth_at(*ref_shift)
+                    if test_shift == (0.0, 0.0):
+                        test = _quality.eval_ccd(outputs[method], mask)
+                    else:
+                        test = _quality.eval_ccd(shift_image(filled[method], *test_shift), mask)
                     for thr in _quality.THRESHOLDS:
-                        for section, test in tests.items():
-                            tab, s = _quality.compare(ref, test, None, thr)
-                            rms = float(u.Quantity(s["background_rms_ref"]).value)
-                            rms0.setdefault(thr, rms)
-                            rec = dict(table=tab, summary=s, seconds=seconds[method],
-                                       rms_ratio=rms / rms0[thr])
-                            sections = [section] if s_px > 0 else list(SECTIONS)
-                            for sec in sections:
-                                per.setdefault((sec, thr, r, method, s_px, direction),
-                                               []).append(rec)
-                                csv_rows.append(csv_row(
-                                    sec, thr, stem, r, method, vec, s,
-                                    sep_median=median_separation([rec]),
-                                    truth_rms_ratio=rec["rms_ratio"], n_pixels=n_pix,
-                                    seed=seed))
-                            if thr == "reference":
-                                msg.append(f"{method} {section[:3]} F {s['f_measure']:.3f} "
-                                           f"RFE {s['rfe_mean']:.2f}")
-                log(f"    s={s_px:g} {direction}: " + ", ".join(msg) + " (threshold b)")
+                        tab, summ = _quality.compare(ref, test, None, thr)
+                        rms = float(u.Quantity(summ["background_rms_ref"]).value)
+                        rms0.setdefault(thr, rms)
+                        rec = dict(table=tab, summary=summ, seconds=seconds[method],
+                                   rms_ratio=rms / rms0[thr])
+                        for sec in (SECTIONS if s_px == 0 else (section,)):
+                            entries.append(((sec, thr, r, method, s_px, direction), rec))
+                            rows.append(csv_row(
+                                sec, thr, stem, r, method, vec, summ,
+                                sep_median=median_separation([rec]),
+                                truth_rms_ratio=rec["rms_ratio"], n_pixels=n_pix, seed=seed))
+                        if thr == "reference":
+                            msg.append(f"{method} {section} F {summ['f_measure']:.3f} "
+                                       f"RFE {summ['rfe_mean']:.2f}")
+            log(f"  {stem} r={r:g} s={s_px:g} {direction}: " + ", ".join(msg)
+                + " (threshold b)")
+    return entries, rows, memo
+
+
+def measure(args, data_dir, model, csv_rows):
+    """All (image, ratio) tasks, ``--jobs`` at a time; {key: records in image order}."""
+    tasks = [(i, path, r) for i, path in enumerate(args.images) for r in args.ratios]
+    slim = {k: model[k] for k in ("label", "spec", "sha256")}
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child of a process whose torch/OpenMP thread pool is
+        # running (the warm-up) can hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool_:
+            futures = [pool_.submit(measure_one, args, slim, data_dir, *task) for task in tasks]
+            results = [f.result() for f in futures]
+    else:
+        results = [measure_one(args, slim, data_dir, *task) for task in tasks]
+    per = {}
+    hits = misses = 0
+    for entries, rows, memo in results:
+        for key, rec in entries:
+            per.setdefault(key, []).append(rec)
+        csv_rows.extend(rows)
+        hits, misses = hits + memo["hits"], misses + memo["misses"]
+    log(f"detections memoised: {hits} reused, {misses} computed")
     return per
 
 
@@ -349,29 +404,29 @@ def pool(per, csv_rows):
 
 def offset_effect(args, results, methods, tol):
     """
-    Per (threshold, r, method): the change that the offset alone makes,
-    misaligned - aligned control at the same shift, of F (per cent of the
-    control's F) and of RFE (per cent of the control's RFE), the jitter of the
-    aligned controls around s = 0 (the resampling alone), and the largest
-    tested shift up to which |change| <= ``tol`` in both directions.
+    Per (threshold, r, method): what the offset alone does, ``offset`` minus
+    ``aligned`` at the same shift (both images resampled by s/2), for F and
+    RFE in per cent of the aligned value; the largest change of the aligned
+    rows from s = 0 (``jitter``: the resampling alone); and the largest tested
+    shift up to which every |change| <= ``tol`` in both directions.
     """
     rows = []
     positive = sorted(x for x in args.shifts if x > 0)
     for thr in _quality.THRESHOLDS:
         for r in args.ratios:
             for method in methods:
-                base = results.get(("misaligned", thr, r, method, 0.0, "none"))
+                base = results.get(("target", thr, r, method, 0.0, "none"))
                 if base is None:
                     continue
                 out = dict(threshold=thr, ratio=r, method=method, d_f={}, d_rfe={})
-                jitter_f, jitter_rfe = 0.0, 0.0
+                jitter_f = jitter_rfe = 0.0
                 ok_f = ok_both = 0.0
                 stop_f = stop_both = False
                 for s_px in positive:
                     worst_f = worst_rfe = 0.0
                     for direction in DIRECTIONS:
-                        m = results[("misaligned", thr, r, method, s_px, direction)]
-                        c = results[("control", thr, r, method, s_px, direction)]
+                        m = results[("offset", thr, r, method, s_px, direction)]
+                        c = results[("aligned", thr, r, method, s_px, direction)]
                         df = (m["f_measure"] - c["f_measure"]) / c["f_measure"]
                         dr = (m["rfe_mean"] - c["rfe_mean"]) / c["rfe_mean"]
                         out["d_f"][(s_px, direction)] = 100 * df
@@ -392,11 +447,12 @@ def offset_effect(args, results, methods, tol):
 def effect_tables(args, effect):
     """RST list-tables of ``offset_effect``."""
     positive = sorted(x for x in args.shifts if x > 0)
+    tol = f"{100 * args.tolerance:g} %"
     lines = []
     for thr in _quality.THRESHOLDS:
         head = (["r", "method"] + [f"s = {s:g}" for s in positive]
-                + ["aligned jitter", f"F within {100 * args.tolerance:g} % up to",
-                   f"F and RFE within {100 * args.tolerance:g} % up to"])
+                + ["aligned vs s = 0", f"F within {tol} up to",
+                   f"F and RFE within {tol} up to"])
         rows = []
         for e in effect:
             if e["threshold"] != thr:
@@ -406,15 +462,11 @@ def effect_tables(args, effect):
             rows.append([f"{e['ratio']:g}", e["method"]] + cells
                         + [f"{e['jitter_f']:.1f}, {e['jitter_rfe']:.1f}",
                            f"{e['tolerance_f']:g} px", f"{e['tolerance_both']:g} px"])
-        lines += _quality.list_table(f"Offset effect, threshold '{thr}': change of F, change "
-                                     "of RFE (per cent of the aligned control's), x / "
-                                     "diagonal", head, rows)
+        lines += _quality.list_table(f"Effect of the offset, threshold '{thr}'", head, rows)
     return lines
 
 
-# --------------------------------------------------------------------------- output
-def write_outputs(args, prefix, header, methods, results, csv_rows, effect, elapsed,
-                  cpu):
+def write_outputs(args, prefix, header, methods, results, csv_rows, effect, elapsed, cpu):
     rst_path = Path(str(prefix) + ".rst")
     csv_path = Path(str(prefix) + ".csv")
     rst_path.parent.mkdir(parents=True, exist_ok=True)
@@ -430,19 +482,20 @@ def write_outputs(args, prefix, header, methods, results, csv_rows, effect, elap
     lines = [title, "=" * len(title), ""]
     lines += ["::", ""] + [f"    {h}" for h in header] + [""]
     lines += [
-        "Protocol: the module docstring of ``benchmarks/misalignment.py``. The truth is "
-        "resampled by s px (cubic spline) along x or the diagonal; the outputs are not. "
-        "'misaligned': output against the shifted truth; 'aligned': the output shifted the "
-        "same way against the same shifted truth (the resampling without the offset). "
-        "Sources of the three images pooled; RFE: mean ± standard error (per cent) over the "
-        "matched sources; sep: median separation of the matched pairs (px; match radius "
-        "2 px); truth rms: background rms of the shifted truth / unshifted (mean over "
-        "images).",
+        "Protocol: the module docstring of ``benchmarks/misalignment.py``. Shifts by cubic "
+        "spline along x or the diagonal. Three comparisons per shift s: 'target' = the "
+        "output against the truth shifted by s (TPR, precision, F, RFE, sep, PSNR); "
+        "'offset' = truth shifted by +s/2, output by -s/2 (the same offset s, both images "
+        "resampled alike); 'aligned' = truth +s/2, output +s/2 (the offset row's resampling "
+        "without the offset). Sources of the three images pooled; RFE: mean ± standard error "
+        "(per cent) over the matched sources; sep: median separation of the matched pairs "
+        "(px; match radius 2 px); truth rms: background rms of the truth shifted by s / "
+        "unshifted (mean over images).",
         "",
     ]
-    header_row = ["r", "method", "shift (px)", "direction", "TPR", "precision", "F",
-                  "RFE (%)", "sep (px)", "PSNR (dB)", "F aligned", "RFE aligned (%)",
-                  "truth rms"]
+    header_row = ["r", "method", "s (px)", "direction", "TPR", "precision", "F", "RFE (%)",
+                  "sep (px)", "PSNR (dB)", "truth rms", "offset TPR", "offset F",
+                  "offset RFE (%)", "aligned TPR", "aligned F", "aligned RFE (%)"]
     vectors = shift_vectors(args.shifts)
     for thr in _quality.THRESHOLDS:
         sub = _quality.THRESHOLD_TITLE[thr]
@@ -451,30 +504,34 @@ def write_outputs(args, prefix, header, methods, results, csv_rows, effect, elap
         for r in args.ratios:
             for method in methods:
                 for s_px, direction, _, _ in vectors:
-                    m = results.get(("misaligned", thr, r, method, s_px, direction))
-                    c = results.get(("control", thr, r, method, s_px, direction))
-                    if m is None:
+                    t = results.get(("target", thr, r, method, s_px, direction))
+                    o = results.get(("offset", thr, r, method, s_px, direction))
+                    a = results.get(("aligned", thr, r, method, s_px, direction))
+                    if t is None:
                         continue
                     rows.append([f"{r:g}", method, f"{s_px:g}",
                                  "--" if direction == "none" else direction,
-                                 fmt(m["tpr"], ".3f"), fmt(m["precision"], ".3f"),
-                                 fmt(m["f_measure"], ".3f"), _quality.rfe_text(m),
-                                 fmt(m["sep_median"], ".2f"), fmt(m["psnr"], ".2f"),
-                                 fmt(c["f_measure"], ".3f"), _quality.rfe_text(c),
-                                 fmt(m["truth_rms_ratio"], ".3f")])
+                                 fmt(t["tpr"], ".3f"), fmt(t["precision"], ".3f"),
+                                 fmt(t["f_measure"], ".3f"), _quality.rfe_text(t),
+                                 fmt(t["sep_median"], ".2f"), fmt(t["psnr"], ".2f"),
+                                 fmt(t["truth_rms_ratio"], ".3f"),
+                                 fmt(o["tpr"], ".3f"), fmt(o["f_measure"], ".3f"),
+                                 _quality.rfe_text(o), fmt(a["tpr"], ".3f"),
+                                 fmt(a["f_measure"], ".3f"), _quality.rfe_text(a)])
         lines += _quality.list_table(f"Misaligned truth, threshold '{thr}'", header_row, rows)
-    sub = "Effect of the offset alone (misaligned - aligned control)"
+    sub = "Effect of the offset alone (offset - aligned)"
     lines += [sub, "-" * len(sub), ""]
     lines.append(
-        "Each cell: change of F, change of RFE, in per cent of the aligned control's value at "
-        "the same shift (same resampled truth), along x / along the diagonal. 'aligned "
-        "jitter': the largest change of the aligned controls' F and RFE from s = 0 (per cent), "
-        "what the resampling alone does. Last columns: the largest tested shift up to which "
-        f"every |change| is within {100 * args.tolerance:g} % in both directions.")
+        "Each cell: change of F, change of RFE from the aligned row to the offset row at the "
+        "same shift (both images resampled by s/2), in per cent of the aligned value, along "
+        "x / along the diagonal. 'aligned vs s = 0': the largest change of the aligned rows' "
+        "F and RFE from s = 0 (per cent), what the resampling alone does. Last columns: the "
+        "largest tested shift up to which every change is within "
+        f"{100 * args.tolerance:g} % in both directions.")
     lines.append("")
     lines += effect_tables(args, effect)
-    lines.append(f"Run time: {elapsed / 60:.1f} min wall, {cpu / 60:.1f} min CPU time of the "
-                 f"process; load average at the end {os.getloadavg()[0]:.2f}.")
+    lines.append(f"Run time: {elapsed / 60:.1f} min wall, {cpu / 60:.1f} min CPU time "
+                 f"(all processes); load average at the end {os.getloadavg()[0]:.2f}.")
     lines.append("")
     rst_path.write_text("\n".join(lines))
     return rst_path, csv_path
@@ -510,6 +567,8 @@ def build_parser():
     p.add_argument("--device", default=None, help="denoise_ccd device (default: conf.device)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the network outputs in DIR and reuse them in a later run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="(image, ratio) pairs measured in parallel processes (default 1)")
     p.add_argument("--no-memo", action="store_true",
                    help="do not memoise detections (slower; the numbers must not change)")
     p.add_argument("--output", default=None, metavar="PREFIX",
@@ -521,7 +580,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    cpu_start = time.process_time()
+    cpu_start = sum(x.ru_utime + x.ru_stime for x in
+                    (resource.getrusage(resource.RUSAGE_SELF),
+                     resource.getrusage(resource.RUSAGE_CHILDREN)))
     args.ratios = [float(r) for r in args.ratios]
     if any(not r > 1 for r in args.ratios):
         raise SystemExit("ratios must be > 1.")
@@ -580,9 +641,7 @@ def main(argv=None):
     denoise_ccd(warm, ratio=2.0, model=model["spec"], device=args.device, read_noise=3.0)
 
     csv_rows = []
-    with memoised_detection(not args.no_memo) as memo:
-        per = measure(args, table, data_dir, model, csv_rows)
-    log(f"detections memoised: {memo['hits']} reused, {memo['misses']} computed")
+    per = measure(args, data_dir, model, csv_rows)
     results = pool(per, csv_rows)
     effect = offset_effect(args, results, methods, args.tolerance)
     for e in effect:
@@ -591,10 +650,12 @@ def main(argv=None):
             row.update(section="offset_effect", threshold=e["threshold"], image="all",
                        ratio=e["ratio"], method=e["method"], shift=s_px, direction=direction,
                        d_f_pct=d_f, d_rfe_pct=e["d_rfe"][(s_px, direction)],
-                       note="misaligned - aligned control, per cent of the control's value")
+                       note="offset - aligned, per cent of the aligned value")
             csv_rows.append(row)
     elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                             resource.RUSAGE_CHILDREN)]
+    cpu = sum(x.ru_utime + x.ru_stime for x in usage) - cpu_start
     rst, csv_path = write_outputs(args, prefix, header, methods, results, csv_rows, effect,
                                   elapsed, cpu)
     print()
