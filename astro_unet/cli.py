@@ -63,6 +63,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 PROG = "astro-unet"
 
+
 class CommandError(Exception):
     """A problem with the command's inputs, reported as one line."""
 
@@ -319,7 +320,7 @@ def _run_simulate(args):
         dark_current=args.dark_current, sky=args.sky, gain=args.gain,
         detector=args.detector, seed=args.seed)
     write_like(args.input, index, ccd, result, args.output, overwrite=args.overwrite,
-                unit_given=args.unit is not None)
+               unit_given=args.unit is not None)
     print(f"Wrote {args.output}")
     return 0
 
