@@ -203,9 +203,7 @@ def pair_table_pairs(table, *, data_dir=None, method="interp"):
         ccds = []
         for which in ("short", "long"):
             path = os.path.join(base, str(row[which]))
-            hdu = column(row, f"{which}_hdu")
-            ccd, _ = read_ccd(path, hdu=None if hdu is None else hdu,
-                              unit=column(row, "unit"))
+            ccd, _ = read_ccd(path, hdu=column(row, f"{which}_hdu"), unit=column(row, "unit"))
             ccds.append((path, ccd))
         (short_path, short), (long_path, long) = ccds
         aligned = align_pair(short, long, grid="short", method=method)
