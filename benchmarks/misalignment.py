@@ -87,23 +87,18 @@ command, date, git state and machine.
 
 import argparse
 import contextlib
-import csv
-import datetime
 import hashlib
 import inspect
 import math
 import os
 import resource
-import shlex
 import sys
 import time
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import astropy.units as u
-from astropy.nddata import CCDData
 from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +107,7 @@ import _baselines  # noqa: E402
 import quality as _quality  # noqa: E402
 
 from astro_unet import denoise_ccd, simulate_short_exposure  # noqa: E402
-from astro_unet.training.data import default_data_dir, read_exposure_table  # noqa: E402
+from astro_unet.training.data import read_exposure_table  # noqa: E402
 
 SHIFTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 #: unit vectors (dx, dy) of the shift directions
@@ -232,29 +227,21 @@ def run_model(short, *, ratio, read_noise, model, args):
     """(denoised electron/s array, seconds), from ``--cache`` when the same call came before."""
     cache_file = None
     if args.cache:
-        h = hashlib.sha256(np.ascontiguousarray(np.asarray(short.data, np.float64)).tobytes())
-        if short.mask is not None:
-            h.update(np.ascontiguousarray(np.asarray(short.mask, bool)).tobytes())
-        h.update(repr((float(ratio), float(read_noise), model["sha256"], args.estimate,
-                       float(short.meta["EXPTIME"]), CACHE_VERSION)).encode())
-        cache_file = Path(args.cache) / f"denoised_{h.hexdigest()[:24]}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as z:
-                return np.array(z["out"]), float(z["seconds"])
-    kwargs = {} if args.estimate is None else dict(estimate=args.estimate)
-    t0 = time.perf_counter()
-    out = denoise_ccd(short, ratio=ratio, model=model["spec"], device=args.device,
-                      read_noise=read_noise, **kwargs)
-    seconds = time.perf_counter() - t0
-    if u.Unit(out.unit) != u.electron / u.s:
-        raise RuntimeError(f"denoise_ccd returned {out.unit}, expected electron/s.")
-    data = np.asarray(out.data, dtype=np.float64)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, out=data, seconds=seconds)
-        os.replace(tmp, cache_file)
-    return data, seconds
+        key = (float(ratio), float(read_noise), model["sha256"], args.estimate,
+               float(short.meta["EXPTIME"]), CACHE_VERSION)
+        cache_file = Path(args.cache) / f"denoised_{_quality.input_digest(short, key)}.npz"
+
+    def compute():
+        kwargs = {} if args.estimate is None else dict(estimate=args.estimate)
+        t0 = time.perf_counter()
+        out = denoise_ccd(short, ratio=ratio, model=model["spec"], device=args.device,
+                          read_noise=read_noise, **kwargs)
+        seconds = time.perf_counter() - t0
+        if u.Unit(out.unit) != u.electron / u.s:
+            raise RuntimeError(f"denoise_ccd returned {out.unit}, expected electron/s.")
+        return np.asarray(out.data, dtype=np.float64), seconds
+
+    return _quality.npz_cached(cache_file, compute)
 
 
 def median_separation(records):
@@ -473,13 +460,7 @@ def write_outputs(args, prefix, header, methods, results, csv_rows, effect, elap
     rst_path = Path(str(prefix) + ".rst")
     csv_path = Path(str(prefix) + ".csv")
     rst_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        for line in header:
-            f.write(f"# {line}\n")
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for row in csv_rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _quality.write_csv(csv_path, header, CSV_FIELDS, csv_rows)
 
     title = "Misalignment of the target: sensitivity of the evaluation"
     lines = [title, "=" * len(title), ""]
@@ -595,39 +576,14 @@ def main(argv=None):
         raise SystemExit("shifts must be >= 0 and include 0 (the aligned case).")
     if args.images is None:
         args.images = list(_quality.TEST_IMAGES)
-    if args.clean_cosmics is None:
-        args.clean_cosmics = [p for p in _quality.CLEAN_COSMICS_DEFAULT if p in args.images]
-    unknown = [p for p in args.clean_cosmics if p not in args.images]
-    if unknown:
-        raise SystemExit(f"--clean-cosmics {unknown}: not among the evaluation images.")
-    data_dir = args.data_dir
-    if data_dir is None and not os.environ.get("ASTRO_UNET_DATA"):
-        data_dir = HERE.parent.parent / "shared" / "data"
-    data_dir = default_data_dir(data_dir)
-    table = read_exposure_table(args.table)
-    for p in args.images:
-        row = _quality.table_row(table, p)
-        if str(row["split"]) != "test":
-            warnings.warn(f"{p} is in split {row['split']!r}, not 'test'.")
+    data_dir, _ = _quality.evaluation_setup(args)
     model = _quality.parse_models([args.model])[0]
     _quality.describe_models([model])
     estimate = args.estimate or inspect.signature(denoise_ccd).parameters["estimate"].default
     methods = ["input", "gaussian", model["label"]]
     prefix = args.output or str(HERE / "results" / "misalignment")
 
-    command = "python " + " ".join(shlex.quote(a) for a in
-                                   [os.path.relpath(__file__, os.getcwd())] + argv)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    header = [
-        f"command: {command}",
-        f"date: {now}",
-        f"git: {_quality.git_state()}",
-        f"machine: {_quality.machine()}",
-        f"load average at start: {os.getloadavg()[0]:.2f}",
-        f"images: {', '.join(args.images)}; ratios: {', '.join(f'{r:g}' for r in args.ratios)}"
-        f"; seed {args.seed}"
-        + (f"; truth cleaned of cosmic rays: {', '.join(args.clean_cosmics)}"
-           if args.clean_cosmics else ""),
+    header = _quality.run_header(__file__, argv, args) + [
         f"shifts (px): {', '.join(f'{s:g}' for s in args.shifts)} along "
         f"{' and '.join(DIRECTIONS)}; scipy.ndimage.shift order=3, mode='nearest'",
         f"methods: input, gaussian (sigma {args.gaussian_sigma:g} px), {model['label']}",
@@ -639,10 +595,7 @@ def main(argv=None):
                       "are not results")
     for h in header:
         log(h)
-    # warm-up (model file, oneDNN set-up), not timed
-    warm = CCDData(np.random.default_rng(0).poisson(50.0, (64, 64)).astype(float),
-                   unit=u.electron, meta={"EXPTIME": 10.0})
-    denoise_ccd(warm, ratio=2.0, model=model["spec"], device=args.device, read_noise=3.0)
+    _quality.warm_up(model["spec"], args.device)
 
     csv_rows = []
     per = measure(args, data_dir, model, csv_rows)

@@ -175,6 +175,66 @@ def log(msg):
     print(f"[{stamp}] {msg}", flush=True)
 
 
+def evaluation_setup(args):
+    """
+    ``(data_dir, table)`` of ``--data-dir`` and ``--table``.
+
+    Also defaults and checks ``args.clean_cosmics`` against ``args.images``
+    and warns about images that are not in the ``test`` split.
+    """
+    data_dir = args.data_dir
+    if data_dir is None and not os.environ.get("ASTRO_UNET_DATA"):
+        data_dir = HERE.parent.parent / "shared" / "data"
+    data_dir = default_data_dir(data_dir)
+    table = read_exposure_table(args.table)
+    if args.clean_cosmics is None:
+        args.clean_cosmics = [p for p in CLEAN_COSMICS_DEFAULT if p in args.images]
+    unknown = [p for p in args.clean_cosmics if p not in args.images]
+    if unknown:
+        raise SystemExit(f"--clean-cosmics {unknown}: not among the evaluation images.")
+    for p in args.images:
+        row = table_row(table, p)
+        if str(row["split"]) != "test":
+            warnings.warn(f"{p} is in split {row['split']!r}, not 'test'.")
+    return data_dir, table
+
+
+def warm_up(spec, device):
+    """One tiny call: model file, effective receptive field, oneDNN set-up (not timed)."""
+    warm = CCDData(np.random.default_rng(0).poisson(50.0, (64, 64)).astype(float),
+                   unit=u.electron, meta={"EXPTIME": 10.0})
+    denoise_ccd(warm, ratio=2.0, model=spec, device=device, read_noise=3.0)
+
+
+def run_header(script, argv, args):
+    """The first lines of a benchmark's results: command, date, git, machine, load, images."""
+    command = "python " + " ".join(shlex.quote(a) for a in
+                                   [os.path.relpath(script, os.getcwd())] + list(argv))
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return [
+        f"command: {command}",
+        f"date: {now}",
+        f"git: {git_state()}",
+        f"machine: {machine()}",
+        f"load average at start: {os.getloadavg()[0]:.2f}",
+        f"images: {', '.join(args.images)}; ratios: {', '.join(f'{r:g}' for r in args.ratios)}"
+        f"; seed {args.seed}"
+        + (f"; truth cleaned of cosmic rays: {', '.join(args.clean_cosmics)}"
+           if args.clean_cosmics else ""),
+    ]
+
+
+def write_csv(path, header_lines, fields, rows):
+    """``rows`` (dicts) as CSV with ``# `` header lines; floats to 6 significant digits."""
+    with open(path, "w", newline="") as f:
+        for line in header_lines:
+            f.write(f"# {line}\n")
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
 def dark_current_for(path):
     """Dark current (e-/s) used for a real image: its detector preset, else 0."""
     name = os.path.basename(str(path)).lower()
@@ -303,31 +363,49 @@ def run_method(method, short, *, ratio, t_short, read_noise, dark, args, models_
     return np.asarray(out.data, dtype=np.float64)
 
 
+def input_digest(short, key):
+    """sha256 (24 hex digits) of a simulated input's pixels and mask and of ``key``."""
+    h = hashlib.sha256(np.ascontiguousarray(np.asarray(short.data, dtype=np.float64)).tobytes())
+    if short.mask is not None:
+        h.update(np.ascontiguousarray(np.asarray(short.mask, bool)).tobytes())
+    h.update(repr(key).encode())
+    return h.hexdigest()[:24]
+
+
+def npz_cached(path, compute):
+    """
+    ``(out, seconds)`` from the ``.npz`` file ``path``, else ``compute()`` kept there.
+
+    ``path`` None: no cache.  A cached output keeps the time measured when it
+    was computed.  Written to a temporary file and renamed.
+    """
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            return np.array(z["out"]), float(z["seconds"])
+    out, seconds = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, out=out, seconds=seconds)
+        os.replace(tmp, path)
+    return out, seconds
+
+
 def timed_method(method, short, *, ratio, t_short, read_noise, dark, args, models_by_label):
     """(output, seconds) of one method; classical outputs may come from ``--cache``."""
     cache_file = None
     if args.cache and method in CLASSICAL:
-        data = np.ascontiguousarray(np.asarray(short.data, dtype=np.float64))
-        h = hashlib.sha256(data.tobytes())
-        if short.mask is not None:
-            h.update(np.ascontiguousarray(np.asarray(short.mask, bool)).tobytes())
-        h.update(repr((method, float(ratio), float(t_short), float(read_noise), float(dark),
-                       args.gaussian_sigma, args.median_size, args.bm3d_space,
-                       CACHE_VERSION)).encode())
-        cache_file = Path(args.cache) / f"{method}_{h.hexdigest()[:24]}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as z:
-                return np.array(z["out"]), float(z["seconds"])
-    t0 = time.perf_counter()
-    out = run_method(method, short, ratio=ratio, t_short=t_short, read_noise=read_noise,
-                     dark=dark, args=args, models_by_label=models_by_label)
-    seconds = time.perf_counter() - t0 if method != "input" else 0.0
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, out=out, seconds=seconds)
-        os.replace(tmp, cache_file)
-    return out, seconds
+        key = (method, float(ratio), float(t_short), float(read_noise), float(dark),
+               args.gaussian_sigma, args.median_size, args.bm3d_space, CACHE_VERSION)
+        cache_file = Path(args.cache) / f"{method}_{input_digest(short, key)}.npz"
+
+    def compute():
+        t0 = time.perf_counter()
+        out = run_method(method, short, ratio=ratio, t_short=t_short, read_noise=read_noise,
+                         dark=dark, args=args, models_by_label=models_by_label)
+        return out, (time.perf_counter() - t0 if method != "input" else 0.0)
+
+    return npz_cached(cache_file, compute)
 
 
 def compare(truth_ccd, test_ccd, input_ccd, threshold):
@@ -908,13 +986,7 @@ def write_outputs(args, prefix, header_lines, methods, models, results, blank, r
     csv_path = Path(str(prefix) + ".csv")
     rst_path.parent.mkdir(parents=True, exist_ok=True)
 
-    with open(csv_path, "w", newline="") as f:
-        for line in header_lines:
-            f.write(f"# {line}\n")
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for row in csv_rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_csv(csv_path, header_lines, CSV_FIELDS, csv_rows)
 
     title = "Denoising quality benchmark"
     lines = [title, "=" * len(title), ""]
@@ -1209,20 +1281,7 @@ def main(argv=None):
         raise SystemExit(f"--target-model {target!r} is not one of the --model labels {labels}.")
     prefix = args.output or str(HERE / "results" / ("quality_quick" if args.quick
                                                     else "quality"))
-    data_dir = args.data_dir
-    if data_dir is None and not os.environ.get("ASTRO_UNET_DATA"):
-        data_dir = HERE.parent.parent / "shared" / "data"
-    data_dir = default_data_dir(data_dir)
-    table = read_exposure_table(args.table)
-    if args.clean_cosmics is None:
-        args.clean_cosmics = [p for p in CLEAN_COSMICS_DEFAULT if p in args.images]
-    unknown = [p for p in args.clean_cosmics if p not in args.images]
-    if unknown:
-        raise SystemExit(f"--clean-cosmics {unknown}: not among the evaluation images.")
-    for p in args.images:
-        row = table_row(table, p)
-        if str(row["split"]) != "test":
-            warnings.warn(f"{p} is in split {row['split']!r}, not 'test'.")
+    data_dir, table = evaluation_setup(args)
     save_dir = None
     if args.save_fits:
         save_dir = Path(args.save_fits)
@@ -1232,25 +1291,10 @@ def main(argv=None):
     for m in models:
         log(f"model {m['label']}: {m['spec']} -> {m['name']} sha256 {m['sha256'][:16]}, "
             f"{m['config']}, loaded in {m['load_seconds']:.1f} s")
-        # warm-up: model file, effective receptive field, oneDNN set-up (not timed)
-        warm = CCDData(np.random.default_rng(0).poisson(50.0, (64, 64)).astype(float),
-                       unit=u.electron, meta={"EXPTIME": 10.0})
-        denoise_ccd(warm, ratio=2.0, model=m["spec"], device=args.device, read_noise=3.0)
+        warm_up(m["spec"], args.device)
     methods = methods + labels
 
-    command = "python " + " ".join(shlex.quote(a) for a in
-                                   [os.path.relpath(__file__, os.getcwd())] + argv)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    header = [
-        f"command: {command}",
-        f"date: {now}",
-        f"git: {git_state()}",
-        f"machine: {machine()}",
-        f"load average at start: {os.getloadavg()[0]:.2f}",
-        f"images: {', '.join(args.images)}; ratios: {', '.join(f'{r:g}' for r in args.ratios)}"
-        f"; seed {args.seed}"
-        + (f"; truth cleaned of cosmic rays: {', '.join(args.clean_cosmics)}"
-           if args.clean_cosmics else ""),
+    header = run_header(__file__, argv, args) + [
         f"methods: {', '.join(methods)}" + (" (quick mode)" if args.quick else ""),
     ]
     if args.cache:
