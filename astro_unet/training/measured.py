@@ -20,41 +20,15 @@ import numpy as np
 from .data import dihedral_augment, random_crops
 from .pairs import Pair
 
-__all__ = ["MeasuredPair", "repeated_exposure_pairs", "pair_table_pairs", "MeasuredPairs"]
+__all__ = ["repeated_exposure_pairs", "pair_table_pairs", "MeasuredPairs"]
 
 
-@dataclasses.dataclass(frozen=True)
-class MeasuredPair:
-    """
-    A whole measured pair on one pixel grid, in electrons of the short exposure.
-
-    Attributes
-    ----------
-    input : `numpy.ndarray`
-        float32 short exposure (electrons collected in ``exptime``).
-    target : `numpy.ndarray`
-        float32 longer exposure scaled to ``exptime`` (electrons), with its
-        own, ``ratio`` times smaller, relative noise.
-    mask : `numpy.ndarray`
-        bool, True where either image has no valid data.
-    ratio : float
-        ``t_long / t_short`` (for repeated frames: the number of frames in
-        the target).
-    exptime : float
-        Short exposure time (s).
-    read_noise : float
-        Read noise of the short exposure (electrons).
-    source : str
-        Where it comes from (recorded in the training pairs).
-    """
-
-    input: np.ndarray
-    target: np.ndarray
-    mask: np.ndarray
-    ratio: float
-    exptime: float
-    read_noise: float
-    source: str
+def _measured(x, target, mask, *, ratio, exptime, read_noise, source):
+    """A whole-image `~astro_unet.training.Pair` with real noise in input and target."""
+    return Pair(input=np.asarray(x, dtype=np.float32), target=np.asarray(target, np.float32),
+                mask=mask, ratio=ratio, exptime=exptime, read_noise=read_noise,
+                dark_current=0.0, sky=0.0, sky_subtracted=False, source=source,
+                noiseless_target=False)
 
 
 def _check_frames(frames, masks):
@@ -98,9 +72,10 @@ def repeated_exposure_pairs(frames, *, exptime, read_noise, masks=None, rows=Non
 
     Returns
     -------
-    pairs : list of `MeasuredPair`
-        ``n`` pairs; the target of frame ``k`` is the mean of the other
-        ``n - 1`` frames, so ``ratio = n - 1``.
+    pairs : list of `~astro_unet.training.Pair`
+        ``n`` whole-frame pairs (electrons of one frame; no noiseless
+        target); the target of frame ``k`` is the mean of the other ``n - 1``
+        frames, so ``ratio = n - 1``.
 
     Raises
     ------
@@ -136,11 +111,9 @@ def repeated_exposure_pairs(frames, *, exptime, read_noise, masks=None, rows=Non
     for k, frame in enumerate(frames):
         x = np.where(bad, 0.0, frame)
         target = (total - x) / (n - 1)
-        pairs.append(MeasuredPair(input=x[sl].astype(np.float32),
-                                  target=target[sl].astype(np.float32),
-                                  mask=bad[sl].copy(), ratio=float(n - 1),
-                                  exptime=float(exptime), read_noise=float(read_noise),
-                                  source=f"{source}:{k}"))
+        pairs.append(_measured(x[sl], target[sl], bad[sl].copy(), ratio=float(n - 1),
+                               exptime=float(exptime), read_noise=float(read_noise),
+                               source=f"{source}:{k}"))
     return pairs
 
 
@@ -168,7 +141,9 @@ def pair_table_pairs(table, *, data_dir=None, method="interp"):
 
     Returns
     -------
-    pairs : list of `MeasuredPair`
+    pairs : list of `~astro_unet.training.Pair`
+        Whole-image pairs in electrons of the short exposure, the target
+        with its own (``ratio`` times smaller relative) noise.
 
     Raises
     ------
@@ -223,12 +198,9 @@ def pair_table_pairs(table, *, data_dir=None, method="interp"):
         x = np.asarray(aligned.short.data, dtype=np.float64) * scale_s
         y = np.asarray(aligned.long.data, dtype=np.float64) * scale_l * (t_short / t_long)
         mask |= ~np.isfinite(x) | ~np.isfinite(y)
-        pairs.append(MeasuredPair(input=np.where(mask, 0.0, x).astype(np.float32),
-                                  target=np.where(mask, 0.0, y).astype(np.float32),
-                                  mask=mask, ratio=float(t_long / t_short),
-                                  exptime=float(t_short),
-                                  read_noise=float(ron or 0.0),
-                                  source=f"pair:{row['short']}"))
+        pairs.append(_measured(np.where(mask, 0.0, x), np.where(mask, 0.0, y), mask,
+                               ratio=float(t_long / t_short), exptime=float(t_short),
+                               read_noise=float(ron or 0.0), source=f"pair:{row['short']}"))
     return pairs
 
 
@@ -241,7 +213,8 @@ class MeasuredPairs:
 
     Parameters
     ----------
-    pairs : sequence of `MeasuredPair`
+    pairs : sequence of `~astro_unet.training.Pair`
+        Whole-image pairs (`repeated_exposure_pairs`, `pair_table_pairs`).
 
     Examples
     --------
@@ -291,8 +264,6 @@ class MeasuredPairs:
         target = m.target[y:y + size, x:x + size]
         if augment:
             x_crop, target, mask = dihedral_augment(x_crop, target, mask, rng=rng)
-        return Pair(input=np.ascontiguousarray(x_crop, dtype=np.float32),
-                    target=np.ascontiguousarray(target, dtype=np.float32),
-                    mask=np.ascontiguousarray(mask), ratio=m.ratio, exptime=m.exptime,
-                    read_noise=m.read_noise, dark_current=0.0, sky=0.0,
-                    sky_subtracted=False, source=m.source, noiseless_target=False)
+        return dataclasses.replace(m, input=np.ascontiguousarray(x_crop, dtype=np.float32),
+                                   target=np.ascontiguousarray(target, dtype=np.float32),
+                                   mask=np.ascontiguousarray(mask))

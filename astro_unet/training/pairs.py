@@ -76,7 +76,9 @@ class Pair:
     sky_subtracted : bool
         Whether the sky was subtracted.
     source : str
-        ``"synthetic:<instrument>"`` or ``"real:<path>"``.
+        ``"synthetic:<instrument>"``, ``"real:<path>"``, or for pairs with
+        real noise (`~astro_unet.training.MeasuredPairs`)
+        ``"repeated:<first frame>:<k>"`` or ``"pair:<short file>"``.
     noiseless_target : bool
         True for synthetic pairs.
     """

@@ -71,10 +71,11 @@ def test_repeated_exposure_rows_hold_out_the_rest_and_errors():
 def test_measured_pairs_crop_input_and_target_alike():
     rng = np.random.default_rng(3)
     x = rng.random((64, 80)).astype(np.float32) + 1.0
-    from astro_unet.training import MeasuredPair
+    from astro_unet.training import Pair
 
-    pair = MeasuredPair(input=x, target=2 * x, mask=np.zeros(x.shape, bool), ratio=3.0,
-                        exptime=2.0, read_noise=1.0, source="test")
+    pair = Pair(input=x, target=2 * x, mask=np.zeros(x.shape, bool), ratio=3.0, exptime=2.0,
+                read_noise=1.0, dark_current=0.0, sky=0.0, sky_subtracted=False,
+                source="test", noiseless_target=False)
     measured = MeasuredPairs([pair])
     for seed in range(8):
         p = measured.pair(np.random.default_rng(seed), size=32)
