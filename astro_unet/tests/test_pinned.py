@@ -28,8 +28,6 @@ the test.
 """
 
 
-import hashlib
-
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -41,6 +39,7 @@ from astro_unet.tests.helpers import assert_fingerprint_close, assert_pins_close
 torch = pytest.importorskip("torch")
 
 from astro_unet import denoise as dn  # noqa: E402
+from astro_unet._inference import state_sha256  # noqa: E402
 from astro_unet.model import AstroUNet  # noqa: E402
 
 SHAPE = (96, 80)
@@ -93,15 +92,6 @@ def _ccd(unit="electron", dtype=np.float64):
     return CCDData(data, unit=unit, mask=mask, meta=fits.Header(meta))
 
 
-def _weights_sha256(net):
-    """sha256 of the float32 weights (sorted names, each name then its bytes)."""
-    h = hashlib.sha256()
-    for key, tensor in sorted(net.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _cards(header, net):
     """
     The header cards; DNSHA256 as "sha256 of the weights" when it is that.
@@ -111,7 +101,7 @@ def _cards(header, net):
     digest is checked against the weights rather than pinned.
     """
     cards = {k: header[k] for k in CARDS if k in header}
-    if cards.get("DNSHA256") == _weights_sha256(net):
+    if cards.get("DNSHA256") == state_sha256(net):
         cards["DNSHA256"] = "sha256 of the weights"
     return cards
 
